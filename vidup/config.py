@@ -1,0 +1,144 @@
+"""Every setting has one home here. TOML presets (configs/*.toml) and CLI flags only fill these dataclasses;
+`VidupConfig.validate()` checks them once, at the edge, before any file is opened or model loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidup.errors import ConfigError
+from vidup.sizing import SizeSpec
+
+CODECS = {
+    # name -> (default pix_fmt, supports crf, supports preset)
+    "libx264": ("yuv420p", True, True),
+    "libx265": ("yuv420p", True, True),
+    "prores_ks": ("yuv422p10le", False, False),
+    "ffv1": ("yuv420p", False, False),
+}
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+
+
+@dataclass
+class SRConfig:
+    model: str = "clear-reality-x4"  # bundled name or path to .pth / .safetensors / .param
+    tile: int = 384  # input tile side in pixels for large frames; 0 runs whole frames
+    tile_pad: int = 16  # context pixels around each tile so seams do not show
+
+
+@dataclass
+class OutputConfig:
+    codec: str = "libx264"
+    crf: int | None = 18  # visually lossless for x264/x265; ignored by prores/ffv1
+    preset: str | None = "veryfast"
+    pix_fmt: str | None = None  # None: the codec's default from CODECS
+
+
+@dataclass
+class VidupConfig:
+    engine: str = "sr"
+    size: str | None = "1024"  # long side ("1024") or "WxH"; ignored when scale is set
+    scale: float | None = None
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    start: str | None = None  # first frame: a frame index ("120") or a time ("4.8s", "00:01:02.5")
+    end: str | None = None  # end, exclusive, same forms
+    overwrite: bool = False
+    quiet: bool = False
+    on_decode_error: str = "fail"  # fail | skip: whether a corrupt packet midway stops the run
+    sr: SRConfig = field(default_factory=SRConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @property
+    def size_spec(self) -> SizeSpec:
+        return SizeSpec.parse(None if self.scale is not None else self.size, self.scale)
+
+    def validate(self) -> "VidupConfig":
+        from vidup.engines.base import ENGINES
+
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine '{self.engine}'; available: {', '.join(ENGINES)}")
+        self.size_spec  # parses, raising ConfigError on nonsense
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got '{self.precision}'")
+        if self.on_decode_error not in ("fail", "skip"):
+            raise ConfigError(f"on_decode_error must be 'fail' or 'skip', got '{self.on_decode_error}'")
+        out = self.output
+        if out.codec not in CODECS:
+            raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got '{out.codec}'")
+        _, has_crf, has_preset = CODECS[out.codec]
+        if out.crf is not None and has_crf and not 0 <= out.crf <= 51:
+            raise ConfigError(f"crf must be between 0 and 51, got {out.crf}")
+        if out.preset is not None and has_preset and out.preset not in X26X_PRESETS:
+            raise ConfigError(f"preset must be one of {', '.join(X26X_PRESETS)}, got '{out.preset}'")
+        if self.sr.tile and self.sr.tile < 32:
+            raise ConfigError(f"sr.tile must be 0 (off) or at least 32, got {self.sr.tile}")
+        if self.sr.tile_pad < 0:
+            raise ConfigError("sr.tile_pad must be >= 0")
+        return self
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    hint = typing.get_args(annotation) or (annotation,)
+    if value is None and type(None) in hint:
+        return None
+    for candidate in hint:
+        if candidate is type(None):
+            continue
+        if candidate is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            continue
+        try:
+            if candidate is float and isinstance(value, (int, float, str)):
+                return float(value)
+            if candidate is int and isinstance(value, (int, str)) and not isinstance(value, bool):
+                return int(value)
+            if candidate is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                return str(value)
+        except ValueError:
+            continue
+    raise ConfigError(f"{where}: cannot use {value!r} here (expected {annotation})")
+
+
+def _fill(obj: Any, values: dict[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        key_name = key.replace("-", "_")
+        if key_name not in names:
+            raise ConfigError(f"{where}: unknown setting '{key}'; known: {', '.join(sorted(names))}")
+        current = getattr(obj, key_name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key}: expected a table")
+            _fill(current, value, f"{where}.{key}")
+        else:
+            setattr(obj, key_name, _coerce(value, hints[key_name], f"{where}.{key}"))
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> VidupConfig:
+    """Defaults, then a TOML file, then dotted overrides ({"sr.model": ..., "output.crf": 20}); validated."""
+    config = VidupConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        _fill(config, data, path.name)
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        nested: dict[str, Any] = {leaf: value}
+        for parent in reversed(parents):
+            nested = {parent: nested}
+        _fill(config, nested, "option")
+    return config.validate()

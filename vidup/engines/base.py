@@ -1,0 +1,59 @@
+"""The engine contract and the registry of engines (name -> descriptor with a factory)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from vidup.config import VidupConfig
+
+
+@dataclass
+class StageOutput:
+    """One named intermediate image of an engine, kept for QA previews."""
+
+    name: str
+    image: np.ndarray
+    seconds: float
+
+
+class Engine(Protocol):
+    name: str
+
+    def upscale(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """RGB uint8 HxWx3 in, RGB uint8 at `size` (width, height) out."""
+
+    def stages(self) -> list[StageOutput]:
+        """The intermediate images of the last `upscale` call, in order (the last one is the output)."""
+
+
+@dataclass(frozen=True)
+class EngineDescriptor:
+    name: str
+    summary: str
+    devices: tuple[str, ...]
+    factory: Callable[["VidupConfig"], Engine]
+
+
+def _make_sr(config: "VidupConfig") -> Engine:
+    from vidup.engines.sr import SREngine
+
+    return SREngine.from_config(config)
+
+
+ENGINES: dict[str, EngineDescriptor] = {
+    "sr": EngineDescriptor(
+        name="sr",
+        summary="feed-forward super-resolution (SPAN / RRDBNet) with bundled pretrained weights",
+        devices=("cpu", "cuda", "mps"),
+        factory=_make_sr,
+    ),
+}
+
+
+def load_engine(config: "VidupConfig") -> Engine:
+    """Build the engine a validated config names (this is where model weights load)."""
+    return ENGINES[config.engine].factory(config)
