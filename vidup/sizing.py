@@ -15,7 +15,7 @@ SIZE_MULTIPLE = 16
 
 
 def round_to_multiple(value: float, multiple: int = SIZE_MULTIPLE) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, int(value / multiple + 0.5) * multiple)  # halves round up, not to even
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def _parse_params(tokens: list[str]) -> dict[int, object]:
 
 def parse_param(text: str) -> list[NcnnLayer]:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines or int(lines[0]) != PARAM_MAGIC:
+    if not lines or lines[0] != str(PARAM_MAGIC):
         raise ModelFormatError("not an ncnn .param file (bad magic number)")
     layer_count, _blob_count = (int(v) for v in lines[1].split())
     layers = []

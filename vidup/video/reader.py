@@ -43,6 +43,7 @@ class VideoInfo:
     time_base: Fraction
     start_time: float  # seconds, of the first video frame
     duration: float | None  # seconds, when the container knows it
+    duration_is_exact: bool  # True when it is the video stream's own duration, not the whole file's
     frame_count: int | None  # when the container knows it; never required
     rotation: int  # degrees of the display matrix, counter-clockwise (0 when none)
     pix_fmt: str
@@ -86,7 +87,7 @@ def _stream_info(stream) -> StreamInfo:
     return StreamInfo(
         index=stream.index,
         type=stream.type,
-        codec=stream.codec_context.name if stream.codec_context else "unknown",
+        codec=stream.codec_context.codec.canonical_name if stream.codec_context else "unknown",
         language=stream.language or stream.metadata.get("language"),
         disposition=_disposition_names(stream),
         metadata=dict(stream.metadata),
@@ -124,6 +125,21 @@ def _check_not_truncated(container, stream, path: Path) -> None:
         )
 
 
+def _stream_duration(stream) -> float | None:
+    # Matroska's muxer tags each stream with its real duration; libavformat's own per-stream figure for
+    # Matroska can be the whole file's (subtitles running past the video), so the tag wins.
+    tag = stream.metadata.get("DURATION")
+    if tag:
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            pass
+    if stream.duration is not None:
+        return float(stream.duration * stream.time_base)
+    return None
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Open, check and describe a clip without decoding more than its first frame."""
     path = Path(path)
@@ -148,11 +164,9 @@ def probe(path: str | Path) -> VideoInfo:
         if first is None:
             raise NotAVideoError(f"{path}: the video stream holds no decodable frame")
         cc = stream.codec_context
-        duration = None
-        if stream.duration is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
+        duration, exact = _stream_duration(stream), True
+        if duration is None and container.duration is not None:
+            duration, exact = container.duration / av.time_base, False
         start = first.time if first.time is not None else 0.0
         return VideoInfo(
             path=path,
@@ -163,6 +177,7 @@ def probe(path: str | Path) -> VideoInfo:
             time_base=stream.time_base or Fraction(1, 90000),
             start_time=start,
             duration=duration,
+            duration_is_exact=exact,
             frame_count=stream.frames or None,
             rotation=int(first.rotation or 0),
             pix_fmt=first.format.name,
@@ -236,6 +251,7 @@ class VideoReader:
         self.info = info or probe(self.path)
         self.on_decode_error = on_decode_error
         self.skipped_packets = 0
+        self.incomplete: str | None = None  # set instead of raising when on_decode_error == "skip"
 
     def frames(self, start: Position | None = None, end: Position | None = None) -> Iterator[Frame]:
         container = _open_input(self.path)
@@ -247,7 +263,7 @@ class VideoReader:
                 # Land on the keyframe before the start, then decode forward; never read the whole prefix.
                 target = int((self.info.start_time + start.seconds) / self.info.time_base)
                 container.seek(target, stream=stream, backward=True, any_frame=False)
-            index = 0
+            index, last_time = 0, None
             for frame in self._decode(container, stream):
                 seconds = None if frame.time is None else frame.time - self.info.start_time
                 if start is not None and start.seconds is not None:
@@ -257,12 +273,34 @@ class VideoReader:
                     first_pts = frame.pts
                 if end is not None and end.reached(index, seconds):
                     return
+                last_time = frame.time
                 if start is None or start.reached(index, seconds):
                     yield Frame(index=index, pts=frame.pts, time_base=frame.time_base or self.info.time_base,
                                 rgb=frame_to_rgb(frame))
                 index += 1
+            self._check_complete(index, last_time)
         finally:
             container.close()
+
+    def _check_complete(self, count: int, last_time: float | None) -> None:
+        """A stream that ends early is damaged: never let it turn silently into a short video."""
+        info, rate = self.info, float(self.info.frame_rate or 25)
+        problem = None
+        if info.frame_count and count < info.frame_count:
+            problem = f"decoded {count} of the {info.frame_count} frames its index lists"
+        elif info.duration and last_time is not None:
+            slack = 2.0 / rate if info.duration_is_exact else 1.0
+            if last_time + 1.0 / rate < info.start_time + info.duration - slack:
+                problem = (f"the video stops at {last_time - info.start_time:.2f} s of the {info.duration:.2f} s "
+                           f"the file declares ({count} frames decoded)")
+        if problem is None:
+            return
+        if self.on_decode_error == "skip":
+            self.incomplete = problem
+            return
+        raise CorruptInputError(
+            f"{self.path}: {problem}; the file is truncated or damaged. "
+            "Pass --on-decode-error skip to upscale what is there", count)
 
     def _decode(self, container, stream) -> Iterator[av.VideoFrame]:
         decoded = 0

@@ -20,8 +20,6 @@ from vidup.config import CODECS, OutputConfig
 from vidup.errors import OutputPathError, UnsupportedStreamError
 from vidup.video.reader import VideoInfo, _open_input
 
-# encoder name -> codec name the muxers list in `supported_codecs`
-_CODEC_FAMILY = {"libx264": "h264", "libx265": "hevc", "prores_ks": "prores", "ffv1": "ffv1"}
 BT709 = 1
 MPEG_RANGE = 1
 
@@ -36,8 +34,6 @@ def check_output_path(output: Path, input_path: Path | None, overwrite: bool) ->
         raise OutputPathError(f"output {output} is a folder; give a file name such as {output / 'out.mp4'}")
     if output.exists() and not overwrite:
         raise OutputPathError(f"output {output} already exists; pass --overwrite to replace it")
-    if not output.parent.exists():
-        raise OutputPathError(f"output folder {output.parent} does not exist")
     if not output.suffix:
         raise OutputPathError(f"output {output} has no extension; use .mp4, .mkv or .mov")
 
@@ -45,19 +41,20 @@ def check_output_path(output: Path, input_path: Path | None, overwrite: bool) ->
 class VideoWriter:
     """Usage: `with VideoWriter(...) as w: w.write(rgb, pts, time_base)`; the file appears on a clean exit.
 
-    `source` (a probed input) supplies the streams to copy, colour tags and rotation; `window` (seconds, in the
-    input's timeline) trims copied packets and shifts every timestamp so the output starts where the window does.
+    `source` (a probed input) supplies the streams to copy, colour tags and rotation; `window` = (start, end)
+    in seconds of the input's timeline, either None for open, trims copied packets, and a start shifts every
+    timestamp so the output begins at the window's start.
     """
 
     def __init__(self, path: str | Path, *, width: int, height: int, frame_rate: Fraction | None,
                  time_base: Fraction, output: OutputConfig, source: VideoInfo | None = None,
-                 window: tuple[float, float | None] | None = None, overwrite: bool = False):
+                 window: tuple[float | None, float | None] | None = None, overwrite: bool = False):
         self.path = Path(path)
         self.source = source
-        self.window = window
+        self.window = window  # may be set until the first write (a frame-index start is known only then)
         self.frames_written = 0
         self.packets_copied = 0
-        self._shift = window[0] if window else 0.0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}", dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
@@ -85,7 +82,7 @@ class VideoWriter:
             raise OutputPathError(f"unsupported output extension '{path.suffix}'; use one of {', '.join(formats)}") from None
 
     def _add_video_stream(self, width, height, frame_rate, time_base, output: OutputConfig):
-        family = _CODEC_FAMILY[output.codec]
+        family = av.Codec(output.codec, "w").canonical_name  # what muxers list: libx264 -> h264
         if family not in self._container.supported_codecs:
             raise UnsupportedStreamError(
                 f"{self.path.suffix} files cannot hold {output.codec} video; use .mkv or .mov"
@@ -156,23 +153,29 @@ class VideoWriter:
             self._next_packet = None
             if self.window is not None:
                 start, end = self.window
-                if t < start - 1e-6 or (end is not None and t >= end):
-                    continue
-                offset = int(round(start / packet.time_base))
-                if packet.pts is not None:
-                    packet.pts -= offset
-                if packet.dts is not None:
-                    packet.dts -= offset
+                length = float((packet.duration or 0) * packet.time_base)
+                if (start is not None and t + length <= start + 1e-6) or (end is not None and t >= end):
+                    continue  # outside the window; a packet that overlaps its start is kept
+                if start:
+                    offset = int(round(start / packet.time_base))
+                    if packet.pts is not None:
+                        packet.pts -= offset
+                    if packet.dts is not None:
+                        packet.dts -= offset
             packet.stream = self._copied[packet.stream.index]
             self._container.mux(packet)
             self.packets_copied += 1
+
+    @property
+    def _shift(self) -> float:
+        return (self.window[0] or 0.0) if self.window else 0.0
 
     def write(self, rgb: np.ndarray, pts: int | None, time_base: Fraction) -> None:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame = frame.reformat(format=self._video.pix_fmt, src_colorspace="ITU709", dst_colorspace="ITU709")
         frame.colorspace, frame.color_range = BT709, MPEG_RANGE
         if pts is not None:
-            shift = int(round(self._shift / time_base))
+            shift = int(round(self._shift / time_base)) if self._shift else 0
             frame.pts = int(round((pts - shift) * time_base / self._video.time_base))
         else:
             frame.pts = self.frames_written

@@ -1,0 +1,27 @@
+# Two entry points for a fresh machine (see README): `make demo` and `make test`.
+# torch is pinned through constraints.txt: torch==2.13.0 is the local CPU wheel here; any other spec would
+# pull gigabytes of CUDA packages.
+VENV ?= .venv
+PIP = $(VENV)/bin/pip -q --disable-pip-version-check
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+$(VENV)/.runtime: $(VENV)/bin/python pyproject.toml constraints.txt
+	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
+	$(PIP) install -c constraints.txt -e '.[test]'
+	touch $@
+
+.PHONY: demo test bench
+demo: $(VENV)/.runtime
+	$(VENV)/bin/vidup upscale samples/football_256x144.mp4 out/football_1024.mp4 --overwrite
+
+test: $(VENV)/.test
+	$(VENV)/bin/python -m pytest -q
+
+bench: $(VENV)/.test
+	$(VENV)/bin/python tools/bench.py

