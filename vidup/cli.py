@@ -37,6 +37,22 @@ def engine_options(func):
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Compute precision."),
         click.option("--tile", type=int, help="SR tile size in input pixels (0: whole frames)."),
         click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar."),
+        click.option("--flux-model", help="FLUX base: a diffusers folder or a cached repo id (FLUX.1-dev)."),
+        click.option("--controlnet", help="FLUX ControlNet upscaler: folder or cached repo id."),
+        click.option("--lora", "loras", multiple=True, help="LoRA file or folder, as path[:scale]; repeatable."),
+        click.option("--allow-download", is_flag=True, default=None, help="Let vidup fetch missing FLUX weights."),
+        click.option("--init", type=click.Choice(["lanczos", "sr"]), help="FLUX stage 0: Lanczos or the SR engine."),
+        click.option("--strength", type=float, help="FLUX stage 1 img2img strength (0.75)."),
+        click.option("--steps", type=int, help="FLUX stage 1 steps (28)."),
+        click.option("--stage2-strength", type=float, help="FLUX stage 2 strength."),
+        click.option("--stage2-steps", type=int, help="FLUX stage 2 steps."),
+        click.option("--conditioning-scale", type=float, help="FLUX ControlNet conditioning scale (0.6)."),
+        click.option("--guidance", type=float, help="FLUX guidance (3.5)."),
+        click.option("--prompt", help="FLUX prompt; empty allowed."),
+        click.option("--seed", type=int, help="FLUX seed."),
+        click.option("--offload", type=click.Choice(["none", "model", "sequential", "group"]), help="FLUX CPU offload."),
+        click.option("--cache", type=click.Choice(["none", "first-block", "taylorseer"]), help="FLUX step cache."),
+        click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the FLUX transformer."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -50,8 +66,14 @@ def build_config(config_file=None, **flags):
         "precision": "precision", "tile": "sr.tile", "quiet": "quiet", "start": "start", "end": "end",
         "codec": "output.codec", "crf": "output.crf", "preset": "output.preset", "pix_fmt": "output.pix_fmt",
         "overwrite": "overwrite", "on_decode_error": "on_decode_error",
+        "flux_model": "flux.model", "controlnet": "flux.controlnet", "loras": "flux.loras",
+        "allow_download": "flux.allow_download", "init": "flux.init", "strength": "flux.strength",
+        "steps": "flux.steps", "stage2_strength": "flux.stage2_strength", "stage2_steps": "flux.stage2_steps",
+        "conditioning_scale": "flux.conditioning_scale", "guidance": "flux.guidance", "prompt": "flux.prompt",
+        "seed": "flux.seed", "offload": "flux.offload", "cache": "flux.cache", "compile_": "flux.compile",
     }
-    overrides = {keys[name]: value for name, value in flags.items() if value is not None and name in keys}
+    overrides = {keys[name]: value for name, value in flags.items()
+                 if value is not None and value != () and name in keys}
     unknown = set(flags) - set(keys)
     assert not unknown, f"flags without a config home: {unknown}"
     if flags.get("size") is not None:

@@ -30,6 +30,35 @@ class SRConfig:
     tile_pad: int = 16  # context pixels around each tile so seams do not show
 
 
+OFFLOAD_MODES = ("none", "model", "sequential", "group")
+CACHE_KINDS = ("none", "first-block", "taylorseer")
+FLUX_INITS = ("lanczos", "sr")
+
+
+@dataclass
+class FluxConfig:
+    """The two-stage FLUX upscaler: stage 1 img2img from the resized input, stage 2 ControlNet upscaler."""
+
+    model: str = "black-forest-labs/FLUX.1-dev"  # diffusers folder, or a repo id already in the HF cache
+    controlnet: str = "jasperai/Flux.1-dev-Controlnet-Upscaler"
+    loras: list[str] = field(default_factory=list)  # "path[:scale]", applied to both stages
+    allow_download: bool = False  # fetch missing weights from the hub (never by default)
+    init: str = "lanczos"  # stage 0: lanczos (the paper) or sr (the feed-forward engine as pre-upscaler)
+    prompt: str = "a sharp, detailed professional football broadcast, players in team kits, grass pitch, crowd"
+    seed: int = 0
+    strength: float = 0.75  # stage 1 img2img strength (the paper's 0.75)
+    steps: int = 28
+    guidance: float = 3.5
+    conditioning_scale: float = 0.6  # stage 2 ControlNet strength (the paper: 0.5-0.65)
+    stage2_strength: float = 0.4
+    stage2_steps: int = 28
+    offload: str = "model"  # none | model | sequential | group (ignored on CPU)
+    vae_tiling: bool = True  # decode large outputs in tiles to bound memory
+    cache: str = "none"  # none | first-block | taylorseer (diffusers cache hooks)
+    cache_threshold: float = 0.2  # first-block: relative change under which a step is reused
+    compile: bool = False  # torch.compile the transformer (pays off after a few frames)
+
+
 @dataclass
 class OutputConfig:
     codec: str = "libx264"
@@ -51,6 +80,7 @@ class VidupConfig:
     quiet: bool = False
     on_decode_error: str = "fail"  # fail | skip: whether a corrupt packet midway stops the run
     sr: SRConfig = field(default_factory=SRConfig)
+    flux: FluxConfig = field(default_factory=FluxConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     @property
@@ -79,10 +109,37 @@ class VidupConfig:
             raise ConfigError(f"sr.tile must be 0 (off) or at least 32, got {self.sr.tile}")
         if self.sr.tile_pad < 0:
             raise ConfigError("sr.tile_pad must be >= 0")
+        self._validate_flux()
         return self
+
+    def _validate_flux(self) -> None:
+        flux = self.flux
+        for name, value, low, high in (("strength", flux.strength, 0.0, 1.0),
+                                       ("stage2_strength", flux.stage2_strength, 0.0, 1.0),
+                                       ("conditioning_scale", flux.conditioning_scale, 0.0, 2.0),
+                                       ("guidance", flux.guidance, 0.0, 30.0)):
+            if not low <= value <= high:
+                raise ConfigError(f"flux.{name} must be between {low} and {high}, got {value}")
+        for name, steps in (("steps", flux.steps), ("stage2_steps", flux.stage2_steps)):
+            if not 1 <= steps <= 200:
+                raise ConfigError(f"flux.{name} must be between 1 and 200, got {steps}")
+        for name, value, allowed in (("offload", flux.offload, OFFLOAD_MODES), ("cache", flux.cache, CACHE_KINDS),
+                                     ("init", flux.init, FLUX_INITS)):
+            if value not in allowed:
+                raise ConfigError(f"flux.{name} must be one of {', '.join(allowed)}, got '{value}'")
+        if int(flux.steps * flux.strength) < 1:
+            raise ConfigError(f"flux.steps x flux.strength must leave at least one step ({flux.steps} x {flux.strength})")
+        for spec in flux.loras:
+            from vidup.engines.flux_weights import parse_lora_spec
+
+            parse_lora_spec(spec)
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    if typing.get_origin(annotation) is list:
+        items = value if isinstance(value, (list, tuple)) else [value]
+        (item_type,) = typing.get_args(annotation)
+        return [_coerce(item, item_type, where) for item in items]
     hint = typing.get_args(annotation) or (annotation,)
     if value is None and type(None) in hint:
         return None

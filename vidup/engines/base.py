@@ -44,12 +44,24 @@ def _make_sr(config: "VidupConfig") -> Engine:
     return SREngine.from_config(config)
 
 
+def _make_flux(config: "VidupConfig") -> Engine:
+    from vidup.engines.flux import FluxEngine
+
+    return FluxEngine(config)
+
+
 ENGINES: dict[str, EngineDescriptor] = {
     "sr": EngineDescriptor(
         name="sr",
         summary="feed-forward super-resolution (SPAN / RRDBNet) with bundled pretrained weights",
         devices=("cpu", "cuda", "mps"),
         factory=_make_sr,
+    ),
+    "flux": EngineDescriptor(
+        name="flux",
+        summary="two-stage FLUX.1-dev upscaler: img2img, then the ControlNet upscaler (+ LoRA); needs local weights",
+        devices=("cuda", "mps", "cpu"),
+        factory=_make_flux,
     ),
 }
 

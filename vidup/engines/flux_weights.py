@@ -1,0 +1,95 @@
+"""Where FLUX weights come from: a local diffusers folder, or a repo already in the Hugging Face cache.
+
+Nothing is downloaded unless the user passes --allow-download; a missing component is a `ModelNotFoundError`
+that names the component, where vidup looked, and the command that fetches it. Resolution never touches the
+network without that flag, so it cannot hang.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from vidup.errors import ConfigError, ModelNotFoundError
+
+BASE_PARTS = ("model_index.json", "transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2",
+              "scheduler")
+CONTROLNET_PARTS = ("config.json",)
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def parse_lora_spec(spec: str) -> tuple[str, float]:
+    """'path[:scale]' -> (path, scale); the scale defaults to 1.0."""
+    path, _, tail = str(spec).rpartition(":")
+    if path and re.fullmatch(r"-?\d+(\.\d*)?", tail):
+        return path, float(tail)
+    if not spec:
+        raise ConfigError("an empty --lora was given")
+    return str(spec), 1.0
+
+
+def _cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _fetch_hint(repo_id: str, component: str) -> str:
+    gated = " (FLUX.1-dev is gated: accept its licence on the Hub and run `hf auth login` first)" if "FLUX.1-dev" in repo_id else ""
+    return (f"fetch it with `hf download {repo_id} --local-dir models/{repo_id.split('/')[-1]}` and pass that folder "
+            f"as {component}, or rerun with --allow-download{gated}")
+
+
+def _check_parts(folder: Path, parts: tuple[str, ...], component: str, flag: str) -> Path:
+    missing = [part for part in parts if not (folder / part).exists()]
+    if missing:
+        raise ModelNotFoundError(
+            f"{component}: {folder} is missing {', '.join(missing)}; {flag} needs a complete diffusers folder "
+            f"(the layout `hf download` or `save_pretrained` writes)"
+        )
+    weights = list(folder.rglob("*.safetensors")) + list(folder.rglob("*.bin"))
+    if not weights:
+        raise ModelNotFoundError(f"{component}: {folder} holds no weight files (*.safetensors)")
+    return folder
+
+
+def resolve_model_dir(spec: str, component: str, flag: str, parts: tuple[str, ...], allow_download: bool) -> Path:
+    """A local folder for `spec` (a path or a Hub repo id), checked for the files `component` needs."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return _check_parts(path, parts, component, flag)
+    if not _REPO_ID.match(spec) or spec.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"{component}: no such folder: {path} (given as {flag})")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(spec, local_files_only=not allow_download)
+    except LocalEntryNotFoundError:
+        raise ModelNotFoundError(
+            f"{component} '{spec}' is not a local folder and not in the Hugging Face cache ({_cache_dir()}); "
+            + _fetch_hint(spec, flag)
+        ) from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelNotFoundError(f"{component} '{spec}' could not be downloaded: {exc}") from None
+    return _check_parts(Path(folder), parts, component, flag)
+
+
+def resolve_lora(spec: str, allow_download: bool) -> tuple[Path, float]:
+    path_text, scale = parse_lora_spec(spec)
+    path = Path(path_text).expanduser()
+    if path.is_file():
+        return path, scale
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise ModelNotFoundError(f"LoRA: {path} holds no .safetensors file")
+        return files[0], scale
+    folder = resolve_model_dir(path_text, "LoRA", "--lora", (), allow_download)
+    return resolve_lora(str(folder), allow_download)[0], scale
+
+
+def hub_offline_env() -> dict[str, str]:
+    """Environment that keeps transformers/diffusers from reaching for the network while loading."""
+    return {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
