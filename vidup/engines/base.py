@@ -45,6 +45,12 @@ def _make_sr(config: "VidupConfig") -> Engine:
 
 
 def _make_flux(config: "VidupConfig") -> Engine:
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        from vidup.errors import ConfigError
+
+        raise ConfigError("the flux engine needs diffusers, transformers and peft: pip install 'vidup[flux]'") from None
     from vidup.engines.flux import FluxEngine
 
     return FluxEngine(config)
