@@ -140,11 +140,11 @@ def test_engine_failure_midway_leaves_no_output(tmp_path, sr_engine, monkeypatch
         name = "failing"
         calls = 0
 
-        def upscale(self, frame, size):
+        def upscale(self, frame, size, prior=None):
             Failing.calls += 1
             if Failing.calls == 4:
                 raise RuntimeError("injected failure")
-            return sr_engine.upscale(frame, size)
+            return sr_engine.upscale(frame, size, prior)
 
     monkeypatch.setattr(vidup.runner, "load_engine", lambda config: Failing())
     clip = make_clip(tmp_path / "in.mp4", frames=10)

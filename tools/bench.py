@@ -37,13 +37,17 @@ class TimedEngine:
 
     def __init__(self, engine):
         self.engine, self.name = engine, engine.name
-        self.network = self.resize = 0.0
+        self.network = self.resize = self.temporal = 0.0
 
-    def upscale(self, frame, size):
-        out = self.engine.upscale(frame, size)
-        stages = self.engine.stages()
-        self.resize += stages[-1].seconds if len(stages) > 1 else 0.0
-        self.network += sum(s.seconds for s in stages[:-1]) if len(stages) > 1 else stages[0].seconds
+    def upscale(self, frame, size, prior=None):
+        out = self.engine.upscale(frame, size, prior)
+        for stage in self.engine.stages():
+            if stage.name.startswith("resize"):
+                self.resize += stage.seconds
+            elif stage.name.startswith("temporal"):
+                self.temporal += stage.seconds
+            else:
+                self.network += stage.seconds
         return out
 
     def stages(self):

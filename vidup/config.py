@@ -60,6 +60,22 @@ class FluxConfig:
 
 
 @dataclass
+class TemporalConfig:
+    """Seed each frame from the previous output, warped by optical flow; reset at cuts."""
+
+    enabled: bool = True
+    flow_preset: str = "fast"  # DIS: ultrafast | fast | medium
+    photometric_threshold: float = 0.08  # max RGB difference (0-1) for a warped pixel to be trusted
+    shot_threshold: float = 27.0  # content change (0-255) that starts a new shot
+    sr_strength: float = 0.8  # SR engine: share of the warped previous output's high frequencies taken
+    sr_sigma: float = 1.5  # SR engine: Gaussian sigma (output px) splitting low from high frequencies
+    flux_strength: float = 0.4  # FLUX: noise level propagated frames restart from (keyframes use full strength)
+    flux_noise: str = "fixed"  # FLUX: fixed (same noise every frame) | warped (noise follows the flow)
+    keyframe_interval: int = 12  # FLUX: a full-strength frame every N frames (and at every cut)
+    color_fix: str = "wavelet"  # FLUX: anchor outputs to the input's low frequencies: wavelet | adain | none
+
+
+@dataclass
 class OutputConfig:
     codec: str = "libx264"
     crf: int | None = 18  # visually lossless for x264/x265; ignored by prores/ffv1
@@ -81,6 +97,7 @@ class VidupConfig:
     on_decode_error: str = "fail"  # fail | skip: whether a corrupt packet midway stops the run
     sr: SRConfig = field(default_factory=SRConfig)
     flux: FluxConfig = field(default_factory=FluxConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     @property
@@ -110,7 +127,23 @@ class VidupConfig:
         if self.sr.tile_pad < 0:
             raise ConfigError("sr.tile_pad must be >= 0")
         self._validate_flux()
+        self._validate_temporal()
         return self
+
+    def _validate_temporal(self) -> None:
+        t = self.temporal
+        checks = (("flow_preset", t.flow_preset, ("ultrafast", "fast", "medium")),
+                  ("flux_noise", t.flux_noise, ("fixed", "warped")),
+                  ("color_fix", t.color_fix, ("wavelet", "adain", "none")))
+        for name, value, allowed in checks:
+            if value not in allowed:
+                raise ConfigError(f"temporal.{name} must be one of {', '.join(allowed)}, got '{value}'")
+        for name, value in (("sr_strength", t.sr_strength), ("flux_strength", t.flux_strength),
+                            ("photometric_threshold", t.photometric_threshold)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"temporal.{name} must be between 0 and 1, got {value}")
+        if t.keyframe_interval < 1:
+            raise ConfigError("temporal.keyframe_interval must be at least 1")
 
     def _validate_flux(self) -> None:
         flux = self.flux

@@ -13,6 +13,7 @@ import numpy as np
 
 from vidup.config import VidupConfig
 from vidup.engines.base import Engine, load_engine
+from vidup.temporal.state import TemporalTracker
 from vidup.video.reader import Frame, Position, VideoInfo, VideoReader, probe
 from vidup.video.writer import VideoWriter, check_output_path
 
@@ -53,6 +54,9 @@ class Upscaler:
         self.config = config.validate()
         self.engine = engine or load_engine(self.config)
         self._size_for: dict[tuple[int, int], tuple[int, int]] = {}
+        t = self.config.temporal
+        self.temporal = TemporalTracker(t.flow_preset, t.photometric_threshold, t.shot_threshold) if t.enabled else None
+        self.temporal_seconds = 0.0  # flow, masks and warps
 
     def target_size(self, width: int, height: int) -> tuple[int, int]:
         if (width, height) not in self._size_for:
@@ -61,9 +65,8 @@ class Upscaler:
 
     def reset(self) -> None:
         """Mark a cut: nothing from earlier frames may influence the next one."""
-        reset = getattr(self.engine, "reset", None)
-        if reset is not None:
-            reset()
+        if self.temporal is not None:
+            self.temporal.reset()
 
     def upscale_frame(self, rgb: np.ndarray) -> np.ndarray:
         if isinstance(rgb, av.VideoFrame):
@@ -73,7 +76,15 @@ class Upscaler:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise TypeError(f"expected an HxWx3 uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
         h, w = rgb.shape[:2]
-        return self.engine.upscale(rgb, self.target_size(w, h))
+        size = self.target_size(w, h)
+        if self.temporal is None:
+            return self.engine.upscale(rgb, size)
+        started = time.perf_counter()
+        prior = self.temporal.prior_for(rgb, size)
+        self.temporal_seconds += time.perf_counter() - started
+        out = self.engine.upscale(rgb, size, prior=prior)
+        self.temporal.commit(rgb, out, getattr(self.engine, "temporal_extras", lambda: None)())
+        return out
 
     def upscale(self, frames: Iterable[np.ndarray | av.VideoFrame]) -> Iterator[np.ndarray]:
         for frame in frames:

@@ -23,8 +23,9 @@ class StageOutput:
 class Engine(Protocol):
     name: str
 
-    def upscale(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """RGB uint8 HxWx3 in, RGB uint8 at `size` (width, height) out."""
+    def upscale(self, frame: np.ndarray, size: tuple[int, int], prior=None) -> np.ndarray:
+        """RGB uint8 HxWx3 in, RGB uint8 at `size` (width, height) out. `prior` is a `TemporalPrior` from the
+        previous frame of the same shot, or None (first frame, after a cut, or temporal coherence off)."""
 
     def stages(self) -> list[StageOutput]:
         """The intermediate images of the last `upscale` call, in order (the last one is the output)."""

@@ -16,9 +16,11 @@ from vidup.engines.base import StageOutput
 from vidup.engines.sr_archs import Architecture
 from vidup.engines.weights import load_sr_model, model_scale
 from vidup.sizing import resize_rgb
+from vidup.temporal.seeding import blend_high_frequencies
 
 if TYPE_CHECKING:
     from vidup.config import VidupConfig
+    from vidup.temporal.state import TemporalPrior
 
 
 def tile_boxes(length: int, tile: int) -> list[tuple[int, int]]:
@@ -44,13 +46,16 @@ class SREngine:
             model = model.to(placement.dtype)  # accelerators hold weights in the compute dtype
         self.model = model.to(memory_format=torch.channels_last)
         self._stages: list[StageOutput] = []
+        self.temporal_strength, self.temporal_sigma = 0.8, 1.5
 
     @classmethod
     def from_config(cls, config: "VidupConfig") -> "SREngine":
         arch, model, name = load_sr_model(config.sr.model)
         placement = choose_placement(config.device, config.precision,
                                      supports_bf16=arch.supports_bf16, supports_fp16=arch.supports_fp16)
-        return cls(arch, model, name, placement, tile=config.sr.tile, tile_pad=config.sr.tile_pad)
+        engine = cls(arch, model, name, placement, tile=config.sr.tile, tile_pad=config.sr.tile_pad)
+        engine.temporal_strength, engine.temporal_sigma = config.temporal.sr_strength, config.temporal.sr_sigma
+        return engine
 
     def _autocast(self):
         if self.placement.device.type == "cpu" and self.placement.autocast:
@@ -82,7 +87,7 @@ class SREngine:
         y = (y[0].clamp_(0, 1) * 255.0).round_().to(torch.uint8)
         return y.permute(1, 2, 0).cpu().numpy()
 
-    def upscale(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def upscale(self, frame: np.ndarray, size: tuple[int, int], prior: "TemporalPrior | None" = None) -> np.ndarray:
         started = time.perf_counter()
         if max(frame.shape[:2]) >= max(size):
             # Already at least as large as the target: the network could only add detail to be thrown away.
@@ -92,10 +97,13 @@ class SREngine:
         sr = self.super_resolve(frame)
         sr_done = time.perf_counter()
         out = resize_rgb(sr, *size)
-        self._stages = [
-            StageOutput(f"{self.model_name} x{self.scale}", sr, sr_done - started),
-            StageOutput("resized to target", out, time.perf_counter() - sr_done),
-        ]
+        resized = time.perf_counter()
+        self._stages = [StageOutput(f"{self.model_name} x{self.scale}", sr, sr_done - started),
+                        StageOutput("resized to target", out, resized - sr_done)]
+        if prior is not None and self.temporal_strength > 0:
+            out = blend_high_frequencies(out, prior.warped_output, prior.confidence, self.temporal_strength,
+                                         self.temporal_sigma)
+            self._stages.append(StageOutput("temporal blend", out, time.perf_counter() - resized))
         return out
 
     def stages(self) -> list[StageOutput]:

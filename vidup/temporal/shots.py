@@ -1,0 +1,54 @@
+"""Scene-cut detection on the input stream, in the manner of PySceneDetect's ContentDetector: the mean change
+of hue, saturation and value between consecutive (downscaled) frames, against a threshold that adapts to the
+shot's own motion so a fast pan is not a cut."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import cv2
+import numpy as np
+
+
+class ShotDetector:
+    def __init__(self, threshold: float = 27.0, adaptive_ratio: float = 3.0, window: int = 8, min_shot_frames: int = 4):
+        self.threshold = threshold  # PySceneDetect's default content threshold (0-255 HSV mean delta)
+        self.adaptive_ratio = adaptive_ratio  # a cut must also be this many times the recent average change
+        self.min_shot_frames = min_shot_frames
+        self._recent: deque[float] = deque(maxlen=window)
+        self._previous: np.ndarray | None = None
+        self._since_cut = 0
+        self.last_score = 0.0
+
+    @staticmethod
+    def _signature(rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        scale = 128 / max(h, w)
+        small = cv2.resize(rgb, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
+        return cv2.cvtColor(small, cv2.COLOR_RGB2HSV).astype(np.float32)
+
+    def reset(self) -> None:
+        self._previous, self._since_cut = None, 0
+        self._recent.clear()
+
+    def is_cut(self, rgb: np.ndarray) -> bool:
+        """Feed the next frame; True when it starts a new shot (the very first frame counts as one)."""
+        signature = self._signature(rgb)
+        previous, self._previous = self._previous, signature
+        if previous is None or previous.shape != signature.shape:
+            self._since_cut = 0
+            return True
+        hue = np.abs(signature[..., 0] - previous[..., 0])
+        hue = np.minimum(hue, 180 - hue) * (255 / 90)  # hue wraps around; bring it to the 0-255 scale
+        score = float((hue.mean() + np.abs(signature[..., 1:] - previous[..., 1:]).mean(axis=(0, 1)).sum()) / 3)
+        self.last_score = score
+        baseline = (sum(self._recent) / len(self._recent)) if self._recent else 0.0
+        self._since_cut += 1
+        cut = (score >= self.threshold and score >= self.adaptive_ratio * baseline
+               and self._since_cut >= self.min_shot_frames)
+        if cut:
+            self._recent.clear()
+            self._since_cut = 0
+        else:
+            self._recent.append(score)
+        return cut
