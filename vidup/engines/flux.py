@@ -18,15 +18,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
 
 from vidup.device import Placement, choose_placement
 from vidup.engines.base import StageOutput
 from vidup.engines.flux_weights import BASE_PARTS, CONTROLNET_PARTS, resolve_lora, resolve_model_dir
 from vidup.errors import ConfigError, ModelFormatError
 from vidup.sizing import SIZE_MULTIPLE, resize_rgb
+from vidup.temporal.seeding import COLOR_FIXES
 
 if TYPE_CHECKING:
     from vidup.config import FluxConfig, VidupConfig
+    from vidup.temporal.state import TemporalPrior
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ class FluxEngine:
         self.prompt_encodings = 0  # how many times the text encoders ran (once per clip)
         self.steps_run = {"stage1": 0, "stage2": 0}
         self._pre_upscaler = None
+        self._extras: dict = {}
+        self.last_frame: dict = {}
         self._load()
 
     @staticmethod
@@ -185,42 +190,88 @@ class FluxEngine:
             return resize_rgb(self._pre_upscaler.super_resolve(frame), *size)
         return resize_rgb(frame, *size)
 
+    def _noise(self, shape, prior: "TemporalPrior | None", keyframe: bool) -> torch.Tensor:
+        """Fixed: the seed's noise every frame. Warped: the previous frame's noise carried along the flow."""
+        fresh = torch.randn(shape, generator=self._generator(), dtype=torch.float32)
+        previous = None if prior is None else prior.extras.get("noise")
+        if self.config.temporal.flux_noise == "fixed" or keyframe or previous is None or previous.shape != fresh.shape:
+            return fresh
+        from vidup.temporal.seeding import warp_noise
+
+        # fresh noise must differ between frames where it is used, or occluded areas would repeat themselves
+        other = torch.randn(shape, generator=torch.Generator().manual_seed(self.flux.seed + 1 + prior.index_in_shot))
+        return warp_noise(previous, prior.flows.cur_to_prev, prior.flows.confidence, other)
+
+    def _run_stage(self, pipe, stage: str, init: np.ndarray, start_rgb_prev: np.ndarray | None,
+                   confidence: np.ndarray | None, strength: float, steps: int, noise, common: dict, **extra) -> np.ndarray:
+        """One denoising stage started from latents we build: VAE(init), blended with VAE(previous) under the
+        mask when a prior exists, noised to `strength` with `noise`."""
+        from vidup.temporal.seeding import (blend_latents, encode_image, latent_mask, noised_packed_latents,
+                                            start_timestep)
+
+        height, width = init.shape[:2]
+        device = pipe._execution_device
+        start = encode_image(pipe, init, self._generator())
+        if start_rgb_prev is not None:
+            previous = encode_image(pipe, start_rgb_prev, self._generator())
+            start = blend_latents(previous, start, latent_mask(confidence, start))
+        timestep, _ = start_timestep(pipe, steps, strength, height, width, device)
+        latents = noised_packed_latents(pipe, start, noise, timestep)
+        image = Image.fromarray(init)
+        with self._cache_context(stage):
+            images = pipe(image=image, latents=latents, strength=strength, num_inference_steps=steps,
+                          generator=self._generator(), callback_on_step_end=self._counter(stage), **common,
+                          **extra).images
+        return _to_uint8(images)
+
     @torch.inference_mode()
-    def upscale(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    def upscale(self, frame: np.ndarray, size: tuple[int, int], prior: "TemporalPrior | None" = None) -> np.ndarray:
         self.check_inputs(frame, size)
-        flux, (width, height) = self.flux, size
+        flux, temporal, (width, height) = self.flux, self.config.temporal, size
         embeds = self.embeddings()
         common = dict(height=height, width=width, guidance_scale=flux.guidance, output_type="np",
                       prompt_embeds=embeds.prompt_embeds, pooled_prompt_embeds=embeds.pooled_prompt_embeds)
-        from PIL import Image
+        propagated = (prior is not None and "stage1" in prior.extras
+                      and prior.index_in_shot % temporal.keyframe_interval != 0)
+        anchor = COLOR_FIXES[temporal.color_fix if temporal.enabled else "none"]
+        latent_shape = (1, self.stage1.vae.config.latent_channels, height // self.stage1.vae_scale_factor,
+                        width // self.stage1.vae_scale_factor)
+        noise = self._noise(latent_shape, prior, keyframe=not propagated)
+        steps_before = dict(self.steps_run)
 
         # 0. the starting image at the target size
         t0 = time.perf_counter()
         init = self.initial_image(frame, size)
         t1 = time.perf_counter()
-        # 1. img2img rebuilds structure
-        with self._cache_context("stage1"):
-            stage1 = self.stage1(image=Image.fromarray(init), strength=flux.strength, num_inference_steps=flux.steps,
-                                 generator=self._generator(), callback_on_step_end=self._counter("stage1"),
-                                 **common).images
-        stage1 = _to_uint8(stage1)
+        # 1. img2img rebuilds structure; a propagated frame restarts from the warped previous stage-1 result
+        s1_strength = min(temporal.flux_strength, flux.strength) if propagated else flux.strength
+        stage1 = self._run_stage(self.stage1, "stage1", init,
+                                 prior.warp(prior.extras["stage1"]) if propagated else None,
+                                 prior.confidence if propagated else None, s1_strength, flux.steps, noise, common)
+        stage1 = anchor(stage1, init)
         t2 = time.perf_counter()
-        # 2. the ControlNet upscaler refines texture, conditioned on and started from stage 1
-        image = Image.fromarray(stage1)
-        with self._cache_context("stage2"):
-            final = self.stage2(image=image, control_image=image, strength=flux.stage2_strength,
-                                num_inference_steps=flux.stage2_steps,
-                                controlnet_conditioning_scale=flux.conditioning_scale,
-                                generator=self._generator(), callback_on_step_end=self._counter("stage2"),
-                                **common).images
-        final = _to_uint8(final)
+        # 2. the ControlNet upscaler refines texture, conditioned on stage 1 and started from it (blended with
+        #    the warped previous final output on propagated frames)
+        s2_strength = min(temporal.flux_strength, flux.stage2_strength) if propagated else flux.stage2_strength
+        final = self._run_stage(self.stage2, "stage2", stage1, prior.warped_output if propagated else None,
+                                prior.confidence if propagated else None, s2_strength, flux.stage2_steps, noise,
+                                common, control_image=Image.fromarray(stage1),
+                                controlnet_conditioning_scale=flux.conditioning_scale)
+        final = anchor(final, init)
         t3 = time.perf_counter()
+        self.last_frame = {"propagated": propagated,
+                           "steps": sum(self.steps_run.values()) - sum(steps_before.values())}
+        self._extras = {"stage1": stage1, "noise": noise}
         self._stages = [
             StageOutput(f"stage 0: {flux.init}", init, t1 - t0),
-            StageOutput("stage 1: img2img", stage1, t2 - t1),
-            StageOutput("stage 2: ControlNet", final, t3 - t2),
+            StageOutput("stage 1: img2img" + (" (propagated)" if propagated else ""), stage1, t2 - t1),
+            StageOutput("stage 2: ControlNet" + (" (propagated)" if propagated else ""), final, t3 - t2),
         ]
         return final
+
+    def temporal_extras(self) -> dict:
+        """What the next frame's prior should carry: this frame's stage-1 result and its noise."""
+        return dict(self._extras)
 
     def stages(self) -> list[StageOutput]:
         return list(self._stages)
