@@ -118,6 +118,19 @@ def upscale(input_path, output_path, **flags):
         )
 
 
+@main.command("eval")
+@click.argument("output_path", metavar="OUT", type=click.Path(exists=True, dir_okay=False))
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False), help="Ground-truth HR clip.")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), help="The LR clip OUT was made from.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def evaluate(output_path, reference, input_path, as_json):
+    """Measure OUT: PSNR/SSIM on Y and tOF against --reference; E_warp and flicker always."""
+    from vidup.metrics import evaluate_video, report_json
+
+    report = evaluate_video(output_path, reference, input_path)
+    click.echo(report_json(report) if as_json else report.table())
+
+
 @main.command()
 def models():
     """List engines and bundled SR models with their licences."""

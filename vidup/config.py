@@ -65,9 +65,9 @@ class TemporalConfig:
 
     enabled: bool = True
     flow_preset: str = "fast"  # DIS: ultrafast | fast | medium
-    photometric_threshold: float = 0.08  # max RGB difference (0-1) for a warped pixel to be trusted
+    photometric_threshold: float = 0.15  # max RGB difference (0-1) for a warped pixel to be trusted
     shot_threshold: float = 27.0  # content change (0-255) that starts a new shot
-    sr_strength: float = 0.8  # SR engine: share of the warped previous output's high frequencies taken
+    sr_strength: float = 1.0  # SR engine: share of the warped previous output's high frequencies taken
     sr_sigma: float = 1.5  # SR engine: Gaussian sigma (output px) splitting low from high frequencies
     flux_strength: float = 0.4  # FLUX: noise level propagated frames restart from (keyframes use full strength)
     flux_noise: str = "fixed"  # FLUX: fixed (same noise every frame) | warped (noise follows the flow)

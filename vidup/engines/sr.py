@@ -46,7 +46,7 @@ class SREngine:
             model = model.to(placement.dtype)  # accelerators hold weights in the compute dtype
         self.model = model.to(memory_format=torch.channels_last)
         self._stages: list[StageOutput] = []
-        self.temporal_strength, self.temporal_sigma = 0.8, 1.5
+        self.temporal_strength, self.temporal_sigma = 1.0, 1.5
 
     @classmethod
     def from_config(cls, config: "VidupConfig") -> "SREngine":

@@ -66,18 +66,23 @@ def upsample_flow(flow: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def consistent_flow(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray) -> np.ndarray:
+    """True where the round trip current -> previous -> current lands back home (not occluded)."""
+    back = warp(flow_prev_to_cur, flow_cur_to_prev)
+    round_trip = flow_cur_to_prev + back
+    magnitude = (flow_cur_to_prev**2).sum(-1) + (back**2).sum(-1)
+    return (round_trip**2).sum(-1) <= 0.01 * magnitude + 0.25
+
+
 def confidence_mask(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray, cur_rgb: np.ndarray,
-                    prev_rgb: np.ndarray, photometric_threshold: float = 0.08, feather: float = 1.5) -> np.ndarray:
+                    prev_rgb: np.ndarray, photometric_threshold: float = 0.15, feather: float = 1.5) -> np.ndarray:
     """Where the warped previous frame can be trusted, in [0, 1] at input resolution.
 
     Forward-backward consistency (occlusions and disocclusions make the round trip miss: Sundaram et al. 2010)
     times a photometric check on the input (the warped previous input must look like the current one), eroded
     by a pixel and feathered so blends have no hard seams.
     """
-    back = warp(flow_prev_to_cur, flow_cur_to_prev)
-    round_trip = flow_cur_to_prev + back
-    magnitude = (flow_cur_to_prev**2).sum(-1) + (back**2).sum(-1)
-    consistent = (round_trip**2).sum(-1) <= 0.01 * magnitude + 0.25
+    consistent = consistent_flow(flow_cur_to_prev, flow_prev_to_cur)
     warped_prev = warp(prev_rgb, flow_cur_to_prev).astype(np.float32)
     photometric = np.abs(warped_prev - cur_rgb.astype(np.float32)).max(-1) / 255.0 <= photometric_threshold
     mask = (consistent & photometric).astype(np.float32)

@@ -1,0 +1,151 @@
+"""Quality and temporal-stability metrics, streamed over frame pairs (memory does not grow with clip length).
+
+- PSNR and SSIM on Y (BT.709 luma) against a reference.
+- E_warp (Lai et al. 2018): sum M * ||O_t - warp(O_t-1)||^2 / sum M over consecutive pairs within a shot, RGB in
+  [0, 1], flow from the reference (or the input), M = forward-backward consistent pixels; reported x 1e-3.
+- tOF (TecoGAN): mean L2 distance between the output's optical flow and the reference's.
+- flicker: mean absolute change of 16x16 block means of Y between consecutive frames, in blocks that do not
+  move (flow under half a pixel) - detail that shimmers in place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from vidup.temporal.flow import FlowEstimator, consistent_flow, luma, upsample_flow, warp
+from vidup.temporal.shots import ShotDetector
+
+BLOCK = 16
+
+
+def y_channel(rgb: np.ndarray) -> np.ndarray:
+    f = rgb.astype(np.float32)
+    return 0.2126 * f[..., 0] + 0.7152 * f[..., 1] + 0.0722 * f[..., 2]
+
+
+def psnr_y(output: np.ndarray, reference: np.ndarray) -> float:
+    mse = float(np.mean((y_channel(output) - y_channel(reference)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def ssim_y(output: np.ndarray, reference: np.ndarray) -> float:
+    """SSIM (Wang et al. 2004) on Y with an 11x11 Gaussian window, sigma 1.5."""
+    a, b = y_channel(output), y_channel(reference)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    blur = lambda x: cv2.GaussianBlur(x, (11, 11), 1.5)  # noqa: E731
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+    ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(ssim.mean())
+
+
+def warping_error(previous: np.ndarray, current: np.ndarray, flow_cur_to_prev: np.ndarray, mask: np.ndarray) -> float:
+    diff = (current.astype(np.float32) - warp(previous, flow_cur_to_prev).astype(np.float32)) / 255.0
+    weight = mask.astype(np.float32)
+    return float(((diff**2).sum(-1) * weight).sum() / max(weight.sum(), 1.0))
+
+
+def block_means(rgb: np.ndarray) -> np.ndarray:
+    y = y_channel(rgb)
+    h, w = (y.shape[0] // BLOCK) * BLOCK, (y.shape[1] // BLOCK) * BLOCK
+    return y[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(1, 3))
+
+
+def static_blocks(flow: np.ndarray) -> np.ndarray:
+    magnitude = np.sqrt((flow**2).sum(-1))
+    h, w = (magnitude.shape[0] // BLOCK) * BLOCK, (magnitude.shape[1] // BLOCK) * BLOCK
+    return magnitude[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).max(axis=(1, 3)) < 0.5
+
+
+@dataclass
+class TemporalReport:
+    frames: int = 0
+    pairs: int = 0
+    cuts: list[int] = field(default_factory=list)
+    psnr_y: float | None = None
+    ssim_y: float | None = None
+    ewarp_x1e3: float | None = None
+    tof: float | None = None
+    flicker: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        rows = [("frames", f"{self.frames}"), ("pairs within shots", f"{self.pairs}"), ("cuts", f"{self.cuts}")]
+        for name, value, fmt in (("PSNR-Y (dB)", self.psnr_y, "{:.2f}"), ("SSIM-Y", self.ssim_y, "{:.4f}"),
+                                 ("E_warp (x1e-3)", self.ewarp_x1e3, "{:.3f}"), ("tOF", self.tof, "{:.3f}"),
+                                 ("flicker", self.flicker, "{:.3f}")):
+            rows.append((name, "-" if value is None else fmt.format(value)))
+        width = max(len(r[0]) for r in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def evaluate(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray] | None = None,
+             inputs: Iterable[np.ndarray] | None = None, flow_preset: str = "medium") -> TemporalReport:
+    """Stream over the output frames (with the reference and/or input alongside) and compute every metric the
+    given material allows. Motion comes from the reference if given, else from the input, else the output."""
+    estimator, shots = FlowEstimator(flow_preset), ShotDetector()
+    report = TemporalReport()
+    psnrs, ssims, ewarps, tofs, flickers = [], [], [], [], []
+    prev_out = prev_guide = prev_ref = None
+    for out, ref, inp in zip_longest(outputs, references or (), inputs or ()):
+        if out is None:
+            break
+        h, w = out.shape[:2]
+        if ref is not None and ref.shape[:2] != (h, w):
+            ref = cv2.resize(ref, (w, h), interpolation=cv2.INTER_AREA)
+        guide = ref if ref is not None else inp if inp is not None else out  # what motion is measured on
+        if ref is not None:
+            psnrs.append(psnr_y(out, ref))
+            ssims.append(ssim_y(out, ref))
+        cut = shots.is_cut(guide)
+        if cut and report.frames:
+            report.cuts.append(report.frames)
+        if not cut and prev_out is not None:
+            g_prev, g_cur = luma(prev_guide), luma(guide)
+            f_cp, f_pc = estimator(g_cur, g_prev), estimator(g_prev, g_cur)
+            if f_cp.shape[:2] != (h, w):
+                f_cp, f_pc = upsample_flow(f_cp, w, h), upsample_flow(f_pc, w, h)
+            ewarps.append(warping_error(prev_out, out, f_cp, consistent_flow(f_cp, f_pc)))
+            flicker_mask = static_blocks(f_cp)
+            if flicker_mask.any():
+                flickers.append(float(np.abs(block_means(out) - block_means(prev_out))[flicker_mask].mean()))
+            if ref is not None:
+                flow_out = estimator(luma(prev_out), luma(out))
+                flow_ref = estimator(luma(prev_ref), luma(ref))
+                tofs.append(float(np.sqrt(((flow_out - flow_ref) ** 2).sum(-1)).mean()))
+            report.pairs += 1
+        prev_out, prev_guide, prev_ref = out, guide, ref
+        report.frames += 1
+    report.psnr_y, report.ssim_y = _mean(psnrs), _mean(ssims)
+    report.ewarp_x1e3 = None if not ewarps else 1e3 * float(np.mean(ewarps))
+    report.tof, report.flicker = _mean(tofs), _mean(flickers)
+    return report
+
+
+def video_frames(path: str | Path) -> Iterable[np.ndarray]:
+    from vidup.video.reader import VideoReader
+
+    return (frame.rgb for frame in VideoReader(path).frames())
+
+
+def evaluate_video(output: str | Path, reference: str | Path | None = None, input: str | Path | None = None,
+                   flow_preset: str = "medium") -> TemporalReport:
+    return evaluate(video_frames(output), video_frames(reference) if reference else None,
+                    video_frames(input) if input else None, flow_preset)
+
+
+def report_json(report: TemporalReport) -> str:
+    return json.dumps(report.as_dict(), indent=2)
