@@ -59,8 +59,10 @@ def test_every_stage_returns_the_target_size(engine):
 def test_step_counts_follow_strength(engine):
     before = dict(engine.steps_run)
     engine.upscale(FRAME, (64, 48))
-    assert engine.steps_run["stage1"] - before["stage1"] == int(4 * 0.75)
-    assert engine.steps_run["stage2"] - before["stage2"] == int(4 * 0.5)
+    from vidup.temporal.seeding import denoising_steps
+
+    assert engine.steps_run["stage1"] - before["stage1"] == denoising_steps(4, 0.75) == 3
+    assert engine.steps_run["stage2"] - before["stage2"] == denoising_steps(4, 0.5) == 2
 
 
 def test_same_seed_same_output_other_seed_differs(tiny_flux, engine):
@@ -156,3 +158,57 @@ def test_paper_preset_is_the_published_pipeline():
     f = config.flux
     assert config.engine == "flux" and config.size == "1024" and f.init == "lanczos"
     assert f.strength == 0.75 and f.conditioning_scale == 0.6 and f.offload == "model" and f.steps == 28
+
+
+def test_seeded_latents_have_the_right_shape_and_noise_level(engine):
+    import torch
+
+    from vidup.temporal.seeding import denoising_steps, encode_image, noised_packed_latents, start_timestep
+
+    pipe = engine.stage1
+    start = encode_image(pipe, pattern(1, 64, 48), torch.Generator().manual_seed(0))
+    assert start.shape == (1, 16, 6, 8)  # VAE x8
+    noise = torch.randn(start.shape, generator=torch.Generator().manual_seed(1))
+    timestep, steps = start_timestep(pipe, 28, 0.4, 48, 64, "cpu")
+    assert steps == denoising_steps(28, 0.4) == 12
+    packed = noised_packed_latents(pipe, start, noise, timestep)
+    assert packed.shape == (1, 3 * 4, 64)  # 2x2 patches of 16 channels
+    sigma = float(timestep) / 1000.0
+    expected = pipe._pack_latents((1 - sigma) * start + sigma * noise, 1, 16, 6, 8)
+    assert torch.allclose(packed, expected, atol=1e-5) and 0.2 < sigma < 0.7
+
+
+@pytest.mark.parametrize("noise_mode", ["fixed", "warped"])
+def test_seeding_propagates_with_fewer_steps_and_keyframes_restore_full_strength(tiny_flux, noise_mode):
+    from vidup.runner import Upscaler
+
+    config = flux_config(tiny_flux, **{"flux.steps": 8, "flux.stage2_steps": 8, "temporal.flux_strength": 0.25,
+                                       "temporal.keyframe_interval": 3, "temporal.flux_noise": noise_mode})
+    upscaler = Upscaler(config, FluxEngine(config))
+    frames = [np.roll(pattern(0, 40, 30), shift, axis=1) for shift in range(5)]  # a slow pan
+    records = []
+    for frame in frames:
+        upscaler.upscale_frame(frame)
+        records.append(dict(upscaler.engine.last_frame))
+    assert [r["propagated"] for r in records] == [False, True, True, False, True]
+    key, propagated = records[0]["steps"], records[1]["steps"]
+    from vidup.temporal.seeding import denoising_steps
+
+    assert key == denoising_steps(8, 0.75) + denoising_steps(8, 0.5)
+    assert propagated == 2 * denoising_steps(8, 0.25) and propagated < key
+    upscaler.reset()  # a declared cut
+    upscaler.upscale_frame(frames[0])
+    assert upscaler.engine.last_frame["propagated"] is False
+
+
+def test_seeding_lowers_warping_error_against_unseeded(tiny_flux):
+    from vidup.metrics import evaluate
+    from vidup.runner import Upscaler
+
+    frames = [np.roll(pattern(0, 40, 30), shift, axis=1) for shift in range(6)]
+    ewarp = {}
+    for enabled in (False, True):
+        config = flux_config(tiny_flux, **{"temporal.enabled": enabled, "flux.steps": 8, "flux.stage2_steps": 8})
+        outputs = list(Upscaler(config, FluxEngine(config)).upscale(frames))
+        ewarp[enabled] = evaluate(outputs, inputs=frames).ewarp_x1e3
+    assert ewarp[True] < ewarp[False]

@@ -30,9 +30,12 @@ def y_channel(rgb: np.ndarray) -> np.ndarray:
     return 0.2126 * f[..., 0] + 0.7152 * f[..., 1] + 0.0722 * f[..., 2]
 
 
+PSNR_CAP = 100.0  # identical frames: a finite ceiling keeps clip averages meaningful
+
+
 def psnr_y(output: np.ndarray, reference: np.ndarray) -> float:
     mse = float(np.mean((y_channel(output) - y_channel(reference)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * np.log10(255.0**2 / mse))
 
 
 def ssim_y(output: np.ndarray, reference: np.ndarray) -> float:

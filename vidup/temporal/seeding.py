@@ -27,6 +27,11 @@ def blend_high_frequencies(current: np.ndarray, warped_previous: np.ndarray, con
 # --- FLUX latent seeding ------------------------------------------------------------------------------------
 
 
+def denoising_steps(steps: int, strength: float) -> int:
+    """How many steps a diffusers img2img pipeline runs for (steps, strength) (its `get_timesteps`)."""
+    return steps - int(max(steps - steps * strength, 0))
+
+
 def start_timestep(pipe, steps: int, strength: float, height: int, width: int, device):
     """The first timestep an img2img FLUX pipeline runs for (steps, strength), exactly as the pipeline computes
     it (flow-matching sigmas with the resolution-dependent shift). Returns (timestep tensor, steps to run)."""

@@ -1,0 +1,136 @@
+"""Flow, confidence, warping, cuts, seeding and the temporal metrics."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from vidup.metrics import evaluate, psnr_y
+from vidup.temporal.flow import FlowEstimator, flow_pair, upsample_flow, warp, warp_torch
+from vidup.temporal.seeding import adain_color_fix, blend_high_frequencies, wavelet_color_fix
+from vidup.temporal.shots import ShotDetector
+from vidup.temporal.state import TemporalTracker
+from media import decoded
+
+
+def textured(h=144, w=256, seed=0):
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = rng.random((h // 4, w // 4, 3)).astype(np.float32)
+    return (cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1) * 255).astype(np.uint8)
+
+
+def test_known_translation_warps_back():
+    big = textured(200, 300)
+    prev, cur = big[20:164, 20:276], big[20:164, 23:279]  # the camera moved 3 px right
+    flows = flow_pair(FlowEstimator("medium"), prev, cur)
+    assert np.median(flows.cur_to_prev[..., 0]) == pytest.approx(3.0, abs=0.3)
+    back = warp(prev, flows.cur_to_prev)
+    valid = (slice(8, -8), slice(8, -12))
+    assert psnr_y(back[valid], cur[valid]) > 30
+
+
+def test_warp_torch_matches_cv2():
+    image = textured(32, 48)
+    flow = np.zeros((32, 48, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 1.5, -0.5
+    ours = warp(image.astype(np.float32), flow)
+    theirs = warp_torch(torch.from_numpy(image).permute(2, 0, 1)[None].float(), torch.from_numpy(flow)[None])
+    theirs = theirs[0].permute(1, 2, 0).numpy()
+    assert np.abs(ours - theirs)[2:-2, 2:-2].max() < 1e-3
+
+
+def test_upsampled_flow_scales_vectors():
+    flow = np.full((10, 20, 2), 2.0, np.float32)
+    up = upsample_flow(flow, 80, 40)
+    assert up.shape == (40, 80, 2) and np.allclose(up, 8.0)
+
+
+def test_mask_is_zero_where_a_moving_square_covers_and_uncovers_background():
+    background = textured(96, 128, seed=1)
+    square = np.zeros((24, 24, 3), np.uint8)
+    square[:] = (230, 30, 30)
+    square[::4] = (250, 250, 250)  # give the square texture so flow can track it
+    prev, cur = background.copy(), background.copy()
+    prev[36:60, 30:54] = square
+    cur[36:60, 42:66] = square  # moved 12 px right
+    flows = flow_pair(FlowEstimator("medium"), prev, cur)
+    mask = flows.confidence
+    assert mask[40:56, 31:40].max() < 0.05  # background uncovered behind the square
+    assert mask[10:25, 90:120].mean() > 0.5  # still background far away is trusted
+
+
+def test_sr_blend_takes_no_detail_where_mask_is_zero_and_keeps_low_frequencies():
+    cur, prev = textured(seed=2), textured(seed=3)
+    assert np.array_equal(blend_high_frequencies(cur, prev, np.zeros(cur.shape[:2], np.float32), 1.0, 1.5), cur)
+    full = blend_high_frequencies(cur, prev, np.ones(cur.shape[:2], np.float32), 1.0, 1.5)
+    import cv2
+
+    low = lambda x: cv2.GaussianBlur(x.astype(np.float32), (0, 0), 6)  # noqa: E731
+    # silhouettes and colours stay the current frame's: its low frequencies barely move toward the other frame
+    assert np.abs(low(full) - low(cur)).mean() < 0.1 * np.abs(low(prev) - low(cur)).mean()
+
+
+def test_shot_detector_finds_the_sample_cut(sample):
+    detector = ShotDetector()
+    cuts = [i for i, frame in enumerate(decoded(sample)) if detector.is_cut(frame)]
+    assert cuts == [0, 60]
+
+
+def test_a_cut_resets_the_temporal_state(sample):
+    frames = decoded(sample)
+    tracker = TemporalTracker()
+    priors = []
+    for frame in frames[55:66]:
+        prior = tracker.prior_for(frame, (1024, 576))
+        priors.append(prior)
+        tracker.commit(frame, np.zeros((576, 1024, 3), np.uint8), {"stage1": "old shot"})
+    assert priors[0] is None and all(p is not None for p in priors[1:5])
+    assert priors[5] is None  # frame 60: the cut
+    assert priors[6].index_in_shot == 1 and priors[6].extras == {"stage1": "old shot"}
+    assert tracker.cuts == [5]
+    tracker.reset()
+    assert tracker.prior_for(frames[66], (1024, 576)) is None
+
+
+def test_identical_frames_have_zero_warping_error_and_injected_flicker_is_detected():
+    frame = textured()
+    still = evaluate([frame] * 5, [frame] * 5)
+    assert still.ewarp_x1e3 == pytest.approx(0.0, abs=1e-9) and still.flicker == pytest.approx(0.0, abs=1e-6)
+    flickering = [np.clip(frame.astype(int) + (6 if i % 2 else 0), 0, 255).astype(np.uint8) for i in range(5)]
+    report = evaluate(flickering, [frame] * 5)
+    assert report.flicker > 4 and report.ewarp_x1e3 > 0.3 and report.psnr_y < still.psnr_y
+
+
+def test_colour_fixes_anchor_to_the_reference():
+    ref, out = textured(seed=4), textured(seed=5)
+    drifted = np.clip(out.astype(int) + 40, 0, 255).astype(np.uint8)
+    for fix in (wavelet_color_fix, adain_color_fix):
+        fixed = fix(drifted, ref)
+        assert abs(fixed.astype(float).mean() - ref.mean()) < 3 < abs(drifted.astype(float).mean() - ref.mean())
+
+
+def test_eval_cli_prints_a_table_and_json(tmp_path, sample):
+    from vidup.cli import main
+
+    result = CliRunner().invoke(main, ["eval", str(sample), "--json"])
+    assert result.exit_code == 0
+    report = json.loads(result.output)
+    assert report["frames"] == 100 and report["cuts"] == [60] and report["ewarp_x1e3"] > 0
+    table = CliRunner().invoke(main, ["eval", str(sample), "--reference", str(sample)]).output
+    assert "E_warp (x1e-3)" in table and "PSNR-Y (dB)         100.00" in table
+
+
+def test_sr_temporal_lowers_warping_error_on_the_sample(sample, sr_engine):
+    from vidup.config import load_config
+    from vidup.runner import Upscaler
+
+    lows = decoded(sample)[10:22]
+    results = {}
+    for enabled in (False, True):
+        upscaler = Upscaler(load_config(overrides={"temporal.enabled": enabled}), sr_engine)
+        results[enabled] = evaluate(list(upscaler.upscale(lows)), inputs=lows).ewarp_x1e3
+    assert results[True] < 0.85 * results[False]
