@@ -108,6 +108,29 @@ def ncnn_peer(model: str, clip: Path, count: int) -> dict:
             "vidup_s": timings["vidup"], "speedup": timings["ncnn"] / timings["vidup"]}
 
 
+def temporal_cost(clip: Path, count: int = 60) -> dict:
+    """Milliseconds per frame for flow (both ways), confidence mask and warping the previous 1024 px output."""
+    from vidup.temporal.state import TemporalTracker
+    from vidup.video import VideoReader
+
+    frames = [f.rgb for f, _ in zip(VideoReader(clip).frames(), range(count))]
+    size = (1024, 576)
+    output = np.zeros((size[1], size[0], 3), np.uint8)
+    results = {}
+    for preset in ("ultrafast", "fast", "medium"):
+        tracker, total, n = TemporalTracker(preset), 0.0, 0
+        for frame in frames:
+            started = time.perf_counter()
+            prior = tracker.prior_for(frame, size)
+            if prior is not None:
+                prior.warped_output, prior.confidence  # the lazy parts the SR engine uses
+                total += time.perf_counter() - started
+                n += 1
+            tracker.commit(frame, output)
+        results[preset] = 1000 * total / max(n, 1)
+    return results
+
+
 def peak_rss(clip: Path, frames: int) -> float:
     """Peak resident memory (MiB) of a fresh process upscaling `frames` frames."""
     code = (
@@ -146,6 +169,11 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for p in peers:
         print(f"| {p['model']} | {p['input']} | {p['ncnn_s']:.3f} | {p['vidup_s']:.3f} | {p['speedup']:.2f}x |")
+
+    cost = temporal_cost(SAMPLE)
+    results["temporal_ms"] = cost
+    print("\ntemporal overhead, 256x144 input -> 1024x576 (flow both ways + mask + warp), ms/frame: "
+          + ", ".join(f"DIS {k} {v:.1f}" for k, v in cost.items()))
 
     if not args.skip_rss:
         rss = {n: peak_rss(bikes(), n) for n in (25, 250)}

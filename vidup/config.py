@@ -64,8 +64,8 @@ class TemporalConfig:
     """Seed each frame from the previous output, warped by optical flow; reset at cuts."""
 
     enabled: bool = True
-    flow_preset: str = "fast"  # DIS: ultrafast | fast | medium
-    photometric_threshold: float = 0.15  # max RGB difference (0-1) for a warped pixel to be trusted
+    flow_preset: str = "medium"  # DIS: ultrafast | fast | medium
+    photometric_threshold: float = 0.2  # max RGB difference (0-1) for a warped pixel to be trusted
     shot_threshold: float = 27.0  # content change (0-255) that starts a new shot
     sr_strength: float = 1.0  # SR engine: share of the warped previous output's high frequencies taken
     sr_sigma: float = 1.5  # SR engine: Gaussian sigma (output px) splitting low from high frequencies

@@ -75,7 +75,7 @@ def consistent_flow(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray) 
 
 
 def confidence_mask(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray, cur_rgb: np.ndarray,
-                    prev_rgb: np.ndarray, photometric_threshold: float = 0.15, feather: float = 1.5) -> np.ndarray:
+                    prev_rgb: np.ndarray, photometric_threshold: float = 0.2, feather: float = 1.5) -> np.ndarray:
     """Where the warped previous frame can be trusted, in [0, 1] at input resolution.
 
     Forward-backward consistency (occlusions and disocclusions make the round trip miss: Sundaram et al. 2010)

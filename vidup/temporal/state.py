@@ -45,7 +45,7 @@ class TemporalPrior:
 
 
 class TemporalTracker:
-    def __init__(self, flow_preset: str = "fast", photometric_threshold: float = 0.15, shot_threshold: float = 27.0):
+    def __init__(self, flow_preset: str = "medium", photometric_threshold: float = 0.2, shot_threshold: float = 27.0):
         self.estimator = FlowEstimator(flow_preset)
         self.shots = ShotDetector(threshold=shot_threshold)
         self.photometric_threshold = photometric_threshold
