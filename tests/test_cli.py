@@ -165,3 +165,10 @@ def test_models_and_version():
     assert result.exit_code == 0
     assert "clear-reality-x4" in result.output and "realesrgan-x4plus" in result.output and "BSD-3" in result.output
     assert run_cli("--version").output.strip().startswith("vidup, version 0.1.0")
+
+
+def test_no_temporal_flag_turns_seeding_off(tmp_path):
+    from vidup.cli import build_config
+
+    assert build_config(temporal=False).temporal.enabled is False
+    assert build_config().temporal.enabled is True

@@ -37,6 +37,8 @@ def engine_options(func):
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Compute precision."),
         click.option("--tile", type=int, help="SR tile size in input pixels (0: whole frames)."),
         click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar."),
+        click.option("--temporal/--no-temporal", "temporal", default=None,
+                     help="Seed each frame from the flow-warped previous output (on by default)."),
         click.option("--flux-model", help="FLUX base: a diffusers folder or a cached repo id (FLUX.1-dev)."),
         click.option("--controlnet", help="FLUX ControlNet upscaler: folder or cached repo id."),
         click.option("--lora", "loras", multiple=True, help="LoRA file or folder, as path[:scale]; repeatable."),
@@ -71,6 +73,7 @@ def build_config(config_file=None, **flags):
         "steps": "flux.steps", "stage2_strength": "flux.stage2_strength", "stage2_steps": "flux.stage2_steps",
         "conditioning_scale": "flux.conditioning_scale", "guidance": "flux.guidance", "prompt": "flux.prompt",
         "seed": "flux.seed", "offload": "flux.offload", "cache": "flux.cache", "compile_": "flux.compile",
+        "temporal": "temporal.enabled",
     }
     overrides = {keys[name]: value for name, value in flags.items()
                  if value is not None and value != () and name in keys}
