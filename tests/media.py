@@ -22,7 +22,7 @@ def pattern(index: int, width: int, height: int) -> np.ndarray:
 
 def make_clip(path: Path, *, frames: int = 12, size=(64, 48), pts: list[int] | None = None,
               time_base=Fraction(1, 1000), rate=25, audio: bool = True, subtitles: bool = False,
-              language: str = "fra", codec: str = "libx264") -> Path:
+              language: str = "fra", codec: str = "libx264", gop: int | None = None) -> Path:
     """Write a clip; `pts` (in `time_base`) makes it variable-frame-rate."""
     pts = pts if pts is not None else [int(round(i / rate / time_base)) for i in range(frames)]
     subs_in = None
@@ -35,6 +35,8 @@ def make_clip(path: Path, *, frames: int = 12, size=(64, 48), pts: list[int] | N
         video.codec_context.time_base = time_base
         if codec == "libx264":
             video.options = {"crf": "18", "preset": "ultrafast"}
+            if gop:
+                video.options |= {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
         if audio:
             sound = out.add_stream("aac", rate=48000, layout="stereo")
             sound.metadata["language"] = language

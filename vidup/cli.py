@@ -121,6 +121,43 @@ def upscale(input_path, output_path, **flags):
         )
 
 
+@main.command()
+@click.argument("clip", type=click.Path(dir_okay=False))
+@click.option("--frame", type=int, help="Frame index to preview.")
+@click.option("--time", "seconds", type=float, help="Time in seconds to preview (instead of --frame).")
+@click.option("--context", type=int, default=0, show_default=True,
+              help="Run this many earlier frames first, so the temporal prior is the real one.")
+@click.option("--output", "-o", "output_path", required=True, type=click.Path(dir_okay=False), help="Sheet (.png).")
+@engine_options
+def preview(clip, frame, seconds, context, output_path, **flags):
+    """Write a QA sheet for one frame: input, Lanczos, every engine stage, zoomed crops, timings."""
+    from vidup.preview import preview_frame, save_sheet
+    from vidup.video.reader import probe
+
+    config = build_config(**flags)
+    probe(clip)  # bad input fails before the model loads
+    result = preview_frame(clip, config, frame=frame, seconds=seconds, context=context)
+    save_sheet(result.sheet, output_path)
+    if not config.quiet:
+        names = ", ".join(p.name for p in result.panels)
+        click.echo(f"wrote {output_path}: frame {result.frame_index} ({result.frames_decoded} frames decoded); "
+                   f"panels: {names}", err=True)
+
+
+@main.command("filter")
+@click.option("--format", "stream_format", type=click.Choice(["y4m", "rawvideo"]), default="y4m", show_default=True,
+              help="Stream format on stdin and stdout.")
+@click.option("--input-size", help="rawvideo only: the input frame size, WxH (rgb24).")
+@click.option("--fps", type=str, help="rawvideo only: the frame rate (25, 30000/1001).")
+@engine_options
+def filter_(stream_format, input_size, fps, **flags):
+    """Upscale frames from stdin to stdout (y4m or raw rgb24), for ffmpeg/vspipe pipelines."""
+    from vidup.filter import run_filter
+
+    config = build_config(**flags)
+    run_filter(sys.stdin.buffer, sys.stdout.buffer, config, stream_format, input_size, fps)
+
+
 @main.command("eval")
 @click.argument("output_path", metavar="OUT", type=click.Path(exists=True, dir_okay=False))
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False), help="Ground-truth HR clip.")

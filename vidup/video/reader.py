@@ -232,9 +232,13 @@ class Position:
 _MATRIX = {1: "ITU709", 5: "ITU601", 6: "SMPTE170M", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
 
 
+def untagged_matrix(height: int) -> str:
+    """Untagged material: FFmpeg's convention, BT.601 below 720 lines and BT.709 from HD up."""
+    return "ITU709" if height >= 720 else "ITU601"
+
+
 def _src_colorspace(frame: av.VideoFrame) -> str:
-    # Untagged material: ffmpeg's convention, BT.601 below 720 lines and BT.709 from HD up.
-    return _MATRIX.get(int(frame.colorspace or 2), "ITU709" if frame.height >= 720 else "ITU601")
+    return _MATRIX.get(int(frame.colorspace or 2), untagged_matrix(frame.height))
 
 
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
@@ -252,6 +256,7 @@ class VideoReader:
         self.on_decode_error = on_decode_error
         self.skipped_packets = 0
         self.incomplete: str | None = None  # set instead of raising when on_decode_error == "skip"
+        self.frames_decoded = 0  # frames the decoder has handed over, across calls (previews count them)
 
     def frames(self, start: Position | None = None, end: Position | None = None) -> Iterator[Frame]:
         container = _open_input(self.path)
@@ -327,4 +332,5 @@ class VideoReader:
                 ) from None
             for frame in frames:
                 decoded += 1
+                self.frames_decoded += 1
                 yield frame

@@ -1,0 +1,71 @@
+"""Filter mode: frames in on stdin, upscaled frames out on stdout, nothing else on stdout.
+
+Same frame-level path as `vidup upscale` (the runner's `Upscaler`), so temporal state carries across frames and
+resets at cuts. Frames in equals frames out; a malformed stream or a closed output pipe is a typed error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from fractions import Fraction
+from typing import BinaryIO
+
+from vidup.config import VidupConfig
+from vidup.errors import ConfigError, PipeFormatError, VidupError
+from vidup.runner import Upscaler, _progress
+from vidup.video.pipe import RawWriter, Y4MWriter, read_raw_rgb, read_y4m
+
+
+class OutputPipeClosedError(VidupError):
+    """The process reading vidup's stdout went away."""
+
+    exit_code = 3
+
+
+def _parse_size(text: str | None) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in str(text).lower().split("x"))
+        assert w > 0 and h > 0
+        return w, h
+    except (ValueError, AssertionError):
+        raise ConfigError(f"--input-size must be WxH (like 640x360) for rawvideo input, got {text!r}") from None
+
+
+def run_filter(stdin: BinaryIO, stdout: BinaryIO, config: VidupConfig, stream_format: str = "y4m",
+               input_size: str | None = None, fps: str | None = None, upscaler: Upscaler | None = None) -> int:
+    """Returns the number of frames written; raises VidupError subclasses for bad streams and closed pipes."""
+    if stream_format == "y4m":
+        if input_size or fps:
+            raise ConfigError("--input-size and --fps are for rawvideo; y4m carries its own size and rate")
+        fmt, frames = read_y4m(stdin)  # the header is checked before the model loads
+        width, height, rate = fmt.width, fmt.height, fmt.rate
+    else:
+        width, height = _parse_size(input_size)
+        try:
+            rate = Fraction(fps or "25")
+        except (ValueError, ZeroDivisionError):
+            raise ConfigError(f"--fps must be a number or a ratio, got {fps!r}") from None
+        frames = read_raw_rgb(stdin, width, height)
+    upscaler = upscaler or Upscaler(config)
+    out_w, out_h = upscaler.target_size(width, height)
+    written = 0
+    try:
+        writer = Y4MWriter(stdout, out_w, out_h, rate) if stream_format == "y4m" else RawWriter(stdout)
+        with _progress(None, config.quiet, "filter") as bar:
+            for rgb in frames:
+                if rgb.shape[:2] != (height, width):
+                    raise PipeFormatError(f"frame {written} is {rgb.shape[1]}x{rgb.shape[0]}, expected {width}x{height}")
+                writer.write(upscaler.upscale_frame(rgb))
+                written += 1
+                bar.update(1)
+        stdout.flush()
+    except BrokenPipeError:
+        if stdout is getattr(sys.stdout, "buffer", None):
+            # Keep Python from complaining again when it flushes the dead stdout at exit.
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except OSError:
+                pass
+        raise OutputPipeClosedError(f"the program reading stdout closed the pipe after {written} frames") from None
+    return written
