@@ -13,6 +13,7 @@ import numpy as np
 
 from vidup.config import VidupConfig
 from vidup.engines.base import Engine, load_engine
+from vidup.errors import ConfigError
 from vidup.temporal.state import TemporalTracker
 from vidup.video.reader import Frame, Position, VideoInfo, VideoReader, probe
 from vidup.video.writer import VideoWriter, check_output_path
@@ -156,8 +157,6 @@ def upscale_video(input_path: str | Path, output_path: str | Path, config: Vidup
                 last = frame
                 bar.update(1)
         if count == 0:
-            from vidup.errors import ConfigError
-
             raise ConfigError(f"the selected range of {input_path} holds no frames (start={config.start}, end={config.end})")
         if end is not None and end.frame is not None and last is not None and last.time is not None:
             # The window closes one frame after the last frame kept, so copied audio stops with the video.

@@ -7,7 +7,6 @@ network without that flag, so it cannot hang.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -88,8 +87,3 @@ def resolve_lora(spec: str, allow_download: bool) -> tuple[Path, float]:
         return files[0], scale
     folder = resolve_model_dir(path_text, "LoRA", "--lora", (), allow_download)
     return resolve_lora(str(folder), allow_download)[0], scale
-
-
-def hub_offline_env() -> dict[str, str]:
-    """Environment that keeps transformers/diffusers from reaching for the network while loading."""
-    return {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}

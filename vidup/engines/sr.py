@@ -34,7 +34,7 @@ class SREngine:
     name = "sr"
 
     def __init__(self, arch: Architecture, model: nn.Module, model_name: str, placement: Placement,
-                 tile: int = 384, tile_pad: int = 16):
+                 tile: int = 384, tile_pad: int = 16, temporal_strength: float = 1.0, temporal_sigma: float = 1.5):
         self.arch = arch
         self.model_name = model_name
         self.placement = placement
@@ -46,16 +46,15 @@ class SREngine:
             model = model.to(placement.dtype)  # accelerators hold weights in the compute dtype
         self.model = model.to(memory_format=torch.channels_last)
         self._stages: list[StageOutput] = []
-        self.temporal_strength, self.temporal_sigma = 1.0, 1.5
+        self.temporal_strength, self.temporal_sigma = temporal_strength, temporal_sigma
 
     @classmethod
     def from_config(cls, config: "VidupConfig") -> "SREngine":
         arch, model, name = load_sr_model(config.sr.model)
         placement = choose_placement(config.device, config.precision,
                                      supports_bf16=arch.supports_bf16, supports_fp16=arch.supports_fp16)
-        engine = cls(arch, model, name, placement, tile=config.sr.tile, tile_pad=config.sr.tile_pad)
-        engine.temporal_strength, engine.temporal_sigma = config.temporal.sr_strength, config.temporal.sr_sigma
-        return engine
+        return cls(arch, model, name, placement, tile=config.sr.tile, tile_pad=config.sr.tile_pad,
+                   temporal_strength=config.temporal.sr_strength, temporal_sigma=config.temporal.sr_sigma)
 
     def _autocast(self):
         if self.placement.device.type == "cpu" and self.placement.autocast:

@@ -26,9 +26,9 @@ MPEG_RANGE = 1
 
 def check_output_path(output: Path, input_path: Path | None, overwrite: bool) -> None:
     """Refuse unusable output paths before anything expensive happens."""
-    if input_path is not None and output.exists() and input_path.exists() and output.samefile(input_path):
-        raise OutputPathError(f"output {output} is the input file; choose another name")
-    if input_path is not None and output.resolve() == input_path.resolve():
+    same = input_path is not None and (output.resolve() == input_path.resolve()
+                                       or (output.exists() and input_path.exists() and output.samefile(input_path)))
+    if same:  # resolve() catches "./in.mp4", samefile() hard links
         raise OutputPathError(f"output {output} is the input file; choose another name")
     if output.is_dir():
         raise OutputPathError(f"output {output} is a folder; give a file name such as {output / 'out.mp4'}")
