@@ -152,3 +152,13 @@ def test_existing_output_needs_overwrite(tmp_path):
     check_output_path(tmp_path / "out.mp4", src, overwrite=True)
     with pytest.raises(OutputPathError, match="is the input"):
         check_output_path(tmp_path / "." / "in.mp4", src, overwrite=True)
+
+
+def test_output_gets_the_usual_file_mode(tmp_path):
+    import os
+
+    src = make_clip(tmp_path / "in.mp4", frames=2)
+    copy_through_writer(src, tmp_path / "out.mp4")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.mp4").stat().st_mode & 0o777 == 0o666 & ~umask

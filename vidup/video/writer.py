@@ -196,6 +196,9 @@ class VideoWriter:
                 self._passthrough_in.close()
             if self.path.exists() and not self._overwrite:
                 raise OutputPathError(f"output {self.path} appeared while vidup was running; not replacing it")
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual mode
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
