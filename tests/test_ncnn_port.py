@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vidup.engines.ncnn_format import load_ncnn, parse_param
-from vidup.engines.sr_archs import ARCHITECTURES, SPAN, conv_call_order, reparameterise_conv3xc
+from vidup.engines.sr_archs import SPAN, conv_call_order, reparameterise_conv3xc
 from vidup.engines.weights import BUNDLED_MODELS, bundled_model_files, load_sr_model
 from vidup.errors import ModelFormatError, ModelNotFoundError
 from media import decoded
@@ -66,8 +66,6 @@ def test_torch_port_matches_ncnn_runtime_on_a_real_frame(name, sample):
 
 
 def test_call_order_follows_forward_not_registration():
-    order = conv_call_order(SPAN(channels=8))
-    names = {id(m): n for n, m in SPAN(channels=8).named_modules()}
     model = SPAN(channels=8)
     names = {id(m): n for n, m in model.named_modules()}
     order = [names[id(m)] for m in conv_call_order(model)]

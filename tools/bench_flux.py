@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,7 +124,6 @@ def gpu_mode(args) -> dict:
                 row["paper_frame_compiled_s"] = (PAPER_STEPS[0] * row["stage1_step_compiled_s"]
                                                  + PAPER_STEPS[1] * row["stage2_step_compiled_s"])
             # FirstBlockCache: a reused step runs only the first double block.
-            first_block = transformer.transformer_blocks[0]
             row["cached_step_fraction"] = None
             if args.cache_reuse:
                 from diffusers.hooks import FirstBlockCacheConfig

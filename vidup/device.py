@@ -42,7 +42,10 @@ def choose_device(requested: str = "auto") -> torch.device:
     return device
 
 
-def choose_placement(device: str = "auto", precision: str = "auto", *, supports_bf16=True, supports_fp16=True) -> Placement:
+def choose_placement(device: str = "auto", precision: str = "auto", *, supports_bf16=True, supports_fp16=True,
+                     cpu_bf16: bool = True) -> Placement:
+    """`precision="auto"`: bf16 on CUDA (fp16 without bf16), fp16 on MPS, and on CPU bf16 only where the CPU has
+    native bf16 instructions and the caller allows it (`cpu_bf16`)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     dev = choose_device(device)
@@ -52,7 +55,7 @@ def choose_placement(device: str = "auto", precision: str = "auto", *, supports_
         elif dev.type == "mps":
             precision = "fp16" if supports_fp16 else "fp32"
         else:
-            precision = "bf16" if supports_bf16 and cpu_has_fast_bf16() else "fp32"
+            precision = "bf16" if cpu_bf16 and supports_bf16 and cpu_has_fast_bf16() else "fp32"
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if dtype == torch.float16 and dev.type == "cpu":
         raise ConfigError("fp16 is not supported on CPU; use bf16 or fp32")

@@ -55,16 +55,18 @@ def warping_error(previous: np.ndarray, current: np.ndarray, flow_cur_to_prev: n
     return float(((diff**2).sum(-1) * weight).sum() / max(weight.sum(), 1.0))
 
 
+def _blocks(plane: np.ndarray) -> np.ndarray:
+    """(H, W) -> (H/16, 16, W/16, 16) over the whole blocks; reduce over axes (1, 3)."""
+    h, w = (plane.shape[0] // BLOCK) * BLOCK, (plane.shape[1] // BLOCK) * BLOCK
+    return plane[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK)
+
+
 def block_means(rgb: np.ndarray) -> np.ndarray:
-    y = y_channel(rgb)
-    h, w = (y.shape[0] // BLOCK) * BLOCK, (y.shape[1] // BLOCK) * BLOCK
-    return y[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).mean(axis=(1, 3))
+    return _blocks(y_channel(rgb)).mean(axis=(1, 3))
 
 
 def static_blocks(flow: np.ndarray) -> np.ndarray:
-    magnitude = np.sqrt((flow**2).sum(-1))
-    h, w = (magnitude.shape[0] // BLOCK) * BLOCK, (magnitude.shape[1] // BLOCK) * BLOCK
-    return magnitude[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).max(axis=(1, 3)) < 0.5
+    return _blocks(np.sqrt((flow**2).sum(-1))).max(axis=(1, 3)) < 0.5
 
 
 @dataclass

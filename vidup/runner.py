@@ -15,7 +15,7 @@ from vidup.config import VidupConfig
 from vidup.engines.base import Engine, load_engine
 from vidup.errors import ConfigError
 from vidup.temporal.state import TemporalTracker
-from vidup.video.reader import Frame, Position, VideoInfo, VideoReader, probe
+from vidup.video.reader import Frame, Position, VideoInfo, VideoReader, frame_to_rgb, probe
 from vidup.video.writer import VideoWriter, check_output_path
 
 
@@ -26,9 +26,6 @@ class StageTimes:
     decode: float = 0.0
     engine: float = 0.0
     encode: float = 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {"decode": self.decode, "engine": self.engine, "encode": self.encode}
 
 
 @dataclass
@@ -57,7 +54,6 @@ class Upscaler:
         self._size_for: dict[tuple[int, int], tuple[int, int]] = {}
         t = self.config.temporal
         self.temporal = TemporalTracker(t.flow_preset, t.photometric_threshold, t.shot_threshold) if t.enabled else None
-        self.temporal_seconds = 0.0  # flow, masks and warps
 
     def target_size(self, width: int, height: int) -> tuple[int, int]:
         if (width, height) not in self._size_for:
@@ -71,8 +67,6 @@ class Upscaler:
 
     def upscale_frame(self, rgb: np.ndarray) -> np.ndarray:
         if isinstance(rgb, av.VideoFrame):
-            from vidup.video.reader import frame_to_rgb
-
             rgb = frame_to_rgb(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise TypeError(f"expected an HxWx3 uint8 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
@@ -80,9 +74,7 @@ class Upscaler:
         size = self.target_size(w, h)
         if self.temporal is None:
             return self.engine.upscale(rgb, size)
-        started = time.perf_counter()
         prior = self.temporal.prior_for(rgb, size)
-        self.temporal_seconds += time.perf_counter() - started
         out = self.engine.upscale(rgb, size, prior=prior)
         self.temporal.commit(rgb, out, getattr(self.engine, "temporal_extras", lambda: None)())
         return out

@@ -51,10 +51,7 @@ class FluxEngine:
         self.config = config
         self.flux: "FluxConfig" = config.flux
         # bf16 on accelerators; float32 on CPU, where bf16 diffusion is slow and loses detail.
-        requested = config.precision
-        if requested == "auto":
-            requested = "fp32" if torch.device(self._device_name(config)).type == "cpu" else "auto"
-        self.placement: Placement = choose_placement(config.device, requested)
+        self.placement: Placement = choose_placement(config.device, config.precision, cpu_bf16=False)
         self._stages: list[StageOutput] = []
         self._embeddings: PromptEmbeddings | None = None
         self.prompt_encodings = 0  # how many times the text encoders ran (once per clip)
@@ -63,12 +60,6 @@ class FluxEngine:
         self._extras: dict = {}
         self.last_frame: dict = {}
         self._load()
-
-    @staticmethod
-    def _device_name(config) -> str:
-        from vidup.device import choose_device
-
-        return str(choose_device(config.device))
 
     # --- loading -------------------------------------------------------------------------------------------
 
@@ -162,9 +153,6 @@ class FluxEngine:
             self.prompt_encodings += 1
             self._embeddings = PromptEmbeddings(prompt_embeds, pooled)
         return self._embeddings
-
-    def reset(self) -> None:
-        """A cut: the next frame starts afresh (temporal state lives in the temporal package)."""
 
     # --- per frame -----------------------------------------------------------------------------------------
 

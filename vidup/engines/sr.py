@@ -14,7 +14,7 @@ from torch import nn
 from vidup.device import Placement, choose_placement
 from vidup.engines.base import StageOutput
 from vidup.engines.sr_archs import Architecture
-from vidup.engines.weights import load_sr_model, model_scale
+from vidup.engines.weights import load_sr_model
 from vidup.sizing import resize_rgb
 from vidup.temporal.seeding import blend_high_frequencies
 
@@ -38,7 +38,7 @@ class SREngine:
         self.arch = arch
         self.model_name = model_name
         self.placement = placement
-        self.scale = model_scale(model)
+        self.scale = int(model.scale)
         self.tile = tile
         self.tile_pad = tile_pad
         model = model.to(placement.device).eval()
@@ -91,7 +91,7 @@ class SREngine:
         if max(frame.shape[:2]) >= max(size):
             # Already at least as large as the target: the network could only add detail to be thrown away.
             out = resize_rgb(frame, *size)
-            self._stages = [StageOutput(f"resize (input >= target)", out, time.perf_counter() - started)]
+            self._stages = [StageOutput("resize (input >= target)", out, time.perf_counter() - started)]
             return out
         sr = self.super_resolve(frame)
         sr_done = time.perf_counter()

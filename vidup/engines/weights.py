@@ -117,6 +117,3 @@ def load_sr_model(name_or_path: str) -> tuple[Architecture, nn.Module, str]:
     arch, module = load_state_dict_into(read_state_dict(path))
     return arch, module, path.stem
 
-
-def model_scale(module: nn.Module) -> int:
-    return int(getattr(module, "scale"))

@@ -100,10 +100,6 @@ class FlowPair:
     prev_to_cur: np.ndarray
     confidence: np.ndarray
 
-    def to_output(self, width: int, height: int) -> "FlowPair":
-        return FlowPair(upsample_flow(self.cur_to_prev, width, height), upsample_flow(self.prev_to_cur, width, height),
-                        cv2.resize(self.confidence, (width, height), interpolation=cv2.INTER_LINEAR))
-
 
 def flow_pair(estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.ndarray, **mask_options) -> FlowPair:
     prev_gray, cur_gray = luma(prev_rgb), luma(cur_rgb)

@@ -6,7 +6,6 @@ BT.709 from 720 up (FFmpeg's convention), in both directions, so a y4m round tri
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import BinaryIO, Iterator

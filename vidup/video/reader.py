@@ -111,7 +111,7 @@ def _open_input(path: Path):
         raise NotAVideoError(f"{path}: not a video FFmpeg can read ({exc.__class__.__name__})") from None
 
 
-def _check_not_truncated(container, stream, path: Path) -> None:
+def _check_not_truncated(stream, path: Path) -> None:
     """Containers with a sample index (MP4/MOV) say where every packet lives; any past the end is missing."""
     size = path.stat().st_size
     try:
@@ -150,7 +150,7 @@ def probe(path: str | Path) -> VideoInfo:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
             raise NoVideoStreamError(f"{path}: has no video stream (streams: {kinds})")
         stream = videos[0]
-        _check_not_truncated(container, stream, path)
+        _check_not_truncated(stream, path)
         first = None
         try:
             for packet in container.demux(stream):
@@ -263,19 +263,17 @@ class VideoReader:
         try:
             stream = container.streams[self.info.video_index]
             stream.thread_type = "AUTO"
-            first_pts = None
-            if start is not None and start.seconds is not None and start.seconds > 0:
+            seeking = start is not None and start.seconds is not None
+            if seeking and start.seconds > 0:
                 # Land on the keyframe before the start, then decode forward; never read the whole prefix.
                 target = int((self.info.start_time + start.seconds) / self.info.time_base)
                 container.seek(target, stream=stream, backward=True, any_frame=False)
-            index, last_time = 0, None
+            index, last_time, first = 0, None, True
             for frame in self._decode(container, stream):
                 seconds = None if frame.time is None else frame.time - self.info.start_time
-                if start is not None and start.seconds is not None:
-                    # After a seek the ordinal is derived from the timestamp.
-                    if first_pts is None and self.info.frame_rate and seconds is not None:
-                        index = int(round(seconds * self.info.frame_rate))
-                    first_pts = frame.pts
+                if seeking and first and self.info.frame_rate and seconds is not None:
+                    index = int(round(seconds * self.info.frame_rate))  # after a seek, from the timestamp
+                first = False
                 if end is not None and end.reached(index, seconds):
                     return
                 last_time = frame.time
