@@ -80,6 +80,40 @@ def test_shot_detector_finds_the_sample_cut(sample):
     assert cuts == [0, 60]
 
 
+def test_a_cut_inside_a_fast_pan_is_settled_by_motion():
+    # Like the sample's pan (~11 per frame) and cut (~30): past the fixed threshold, short of 3x the recent average.
+    pan = [np.full((72, 128, 3), (40, 120 + 8 * (i % 2), 60), np.uint8) for i in range(8)]
+    cut = np.full((72, 128, 3), (40, 150, 60), np.uint8)
+
+    def verdict(explained):
+        detector = ShotDetector(threshold=5.0)
+        for frame in pan:
+            detector.is_cut(frame)
+        asked = []
+        result = detector.is_cut(cut, (lambda: asked.append(1) or explained) if explained is not None else None)
+        return result, len(asked)
+
+    assert verdict(None) == (False, 0)  # content alone cannot tell
+    assert verdict(0.05) == (True, 1)  # flow explains almost nothing of the frame: a cut
+    assert verdict(0.8) == (False, 1)  # flow explains it: fast motion, not a cut
+
+
+def test_tracker_and_metrics_find_both_cuts_in_bikes(bikes):
+    import itertools
+
+    from vidup.video import VideoReader
+
+    frames = [f.rgb for f in itertools.islice(VideoReader(bikes).frames(), 80)]
+    content_only = ShotDetector()
+    assert [i for i, f in enumerate(frames) if content_only.is_cut(f)] == [0, 30]  # misses the cut at 76
+    tracker = TemporalTracker()
+    for frame in frames:
+        tracker.prior_for(frame, (640, 272))
+        tracker.commit(frame, frame)
+    assert tracker.cuts == [30, 76]
+    assert evaluate(frames, frames).cuts == [30, 76]
+
+
 def test_a_cut_resets_the_temporal_state(sample):
     frames = decoded(sample)
     tracker = TemporalTracker()

@@ -115,12 +115,21 @@ def evaluate(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray] | N
         if ref is not None:
             psnrs.append(psnr_y(out, ref))
             ssims.append(ssim_y(out, ref))
-        cut = shots.is_cut(guide)
+        motion: dict = {}
+
+        def motion_explained() -> float:
+            g_prev, g_cur = luma(prev_guide), luma(guide)
+            motion["cur_to_prev"], motion["prev_to_cur"] = estimator(g_cur, g_prev), estimator(g_prev, g_cur)
+            return float(consistent_flow(motion["cur_to_prev"], motion["prev_to_cur"]).mean())
+
+        comparable = prev_guide is not None and prev_guide.shape == guide.shape
+        cut = shots.is_cut(guide, motion_explained if comparable else None)
         if cut and report.frames:
             report.cuts.append(report.frames)
         if not cut and prev_out is not None:
-            g_prev, g_cur = luma(prev_guide), luma(guide)
-            f_cp, f_pc = estimator(g_cur, g_prev), estimator(g_prev, g_cur)
+            if not motion:
+                motion_explained()
+            f_cp, f_pc = motion["cur_to_prev"], motion["prev_to_cur"]
             if f_cp.shape[:2] != (h, w):
                 f_cp, f_pc = upsample_flow(f_cp, w, h), upsample_flow(f_pc, w, h)
             ewarps.append(warping_error(prev_out, out, f_cp, consistent_flow(f_cp, f_pc)))

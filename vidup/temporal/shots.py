@@ -1,19 +1,26 @@
 """Scene-cut detection on the input stream, in the manner of PySceneDetect's ContentDetector: the mean change
 of hue, saturation and value between consecutive (downscaled) frames, against a threshold that adapts to the
-shot's own motion so a fast pan is not a cut."""
+shot's own motion so a fast pan is not a cut.
+
+A streaming detector cannot look ahead as PySceneDetect's AdaptiveDetector does, so during a fast pan (content
+change ~11 per frame on the sample) a real cut (~30) can fall short of the adaptive ratio. Such a frame is then
+settled by motion: if optical flow explains almost none of it from the previous frame, it is a cut."""
 
 from __future__ import annotations
 
 from collections import deque
+from typing import Callable
 
 import cv2
 import numpy as np
 
 
 class ShotDetector:
-    def __init__(self, threshold: float = 27.0, adaptive_ratio: float = 3.0, window: int = 8, min_shot_frames: int = 4):
+    def __init__(self, threshold: float = 27.0, adaptive_ratio: float = 3.0, window: int = 8, min_shot_frames: int = 4,
+                 min_explained: float = 0.2):
         self.threshold = threshold  # PySceneDetect's default content threshold (0-255 HSV mean delta)
-        self.adaptive_ratio = adaptive_ratio  # a cut must also be this many times the recent average change
+        self.adaptive_ratio = adaptive_ratio  # a cut must also be this many times the recent average change...
+        self.min_explained = min_explained  # ...or motion must explain less than this fraction of the frame
         self.min_shot_frames = min_shot_frames
         self._recent: deque[float] = deque(maxlen=window)
         self._previous: np.ndarray | None = None
@@ -31,8 +38,12 @@ class ShotDetector:
         self._previous, self._since_cut = None, 0
         self._recent.clear()
 
-    def is_cut(self, rgb: np.ndarray) -> bool:
-        """Feed the next frame; True when it starts a new shot (the very first frame counts as one)."""
+    def is_cut(self, rgb: np.ndarray, motion_explained: Callable[[], float] | None = None) -> bool:
+        """Feed the next frame; True when it starts a new shot (the very first frame counts as one).
+
+        `motion_explained`, when given, returns the fraction of this frame that the previous one explains through
+        optical flow (a trusted backward warp); it is only called for a frame whose content change passes the
+        fixed threshold but not the adaptive ratio."""
         signature = self._signature(rgb)
         previous, self._previous = self._previous, signature
         if previous is None or previous.shape != signature.shape:
@@ -44,8 +55,9 @@ class ShotDetector:
         self.last_score = score
         baseline = (sum(self._recent) / len(self._recent)) if self._recent else 0.0
         self._since_cut += 1
-        cut = (score >= self.threshold and score >= self.adaptive_ratio * baseline
-               and self._since_cut >= self.min_shot_frames)
+        cut = score >= self.threshold and self._since_cut >= self.min_shot_frames and (
+            score >= self.adaptive_ratio * baseline
+            or (motion_explained is not None and motion_explained() < self.min_explained))
         if cut:
             self._recent.clear()
             self._since_cut = 0

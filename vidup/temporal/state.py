@@ -62,15 +62,24 @@ class TemporalTracker:
 
     def prior_for(self, frame: np.ndarray, size: tuple[int, int]) -> TemporalPrior | None:
         self._frame += 1
-        if self.shots.is_cut(frame):
+        previous = self._previous_input
+        comparable = previous is not None and previous.shape == frame.shape
+        flows: FlowPair | None = None
+
+        def motion_explained() -> float:  # only asked for when the content change alone cannot decide
+            nonlocal flows
+            flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
+            return float(flows.confidence.mean())
+
+        if self.shots.is_cut(frame, motion_explained if comparable else None):
             if self._frame:
                 self.cuts.append(self._frame)
             self.reset()
-        previous = self._previous_input
-        if previous is None or previous.shape != frame.shape or self._previous_output is None \
-                or self._previous_output.shape[1::-1] != tuple(size):
             return None
-        flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
+        if not comparable or self._previous_output is None or self._previous_output.shape[1::-1] != tuple(size):
+            return None
+        if flows is None:
+            flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
         return TemporalPrior(flows, size, self._previous_output, self._index_in_shot, dict(self._extras))
 
     def commit(self, frame: np.ndarray, output: np.ndarray, extras: dict | None = None) -> None:
