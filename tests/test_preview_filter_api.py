@@ -11,13 +11,28 @@ import pytest
 from vidup import Upscaler, load_config, upscale_video
 from vidup.errors import ConfigError, PipeFormatError
 from vidup.filter import OutputPipeClosedError, run_filter
-from vidup.preview import CROP, ZOOM, PANEL_WIDTH, preview_frame
+from vidup.preview import CROP, ZOOM, PANEL_WIDTH, choose_crops, preview_frame
 from media import decoded, make_clip, pattern
 
 
 @pytest.fixture
 def upscaler_factory(sr_engine):
     return lambda **overrides: Upscaler(load_config(overrides={"size": "128", **overrides}), sr_engine)
+
+
+def test_qa_crops_spread_beyond_the_busiest_area():
+    rng = np.random.default_rng(0)
+    image = np.full((576, 1024, 3), 90, np.uint8)
+    image[:, :, 1] += (rng.random((576, 1024)) * 30).astype(np.uint8)  # mild grass texture everywhere
+    image[20:140, 20:330] = rng.integers(0, 2, (120, 310, 1)) * 255  # a scoreboard: the busiest area by far
+    crops = choose_crops(image)
+    assert len(crops) == 3
+    assert crops[0][0] < 330 and crops[0][1] < 140  # the most detailed cell is still shown first
+    spacing = 1024 // 3
+    for i, (x, y) in enumerate(crops):
+        for cx, cy in crops[:i]:
+            assert max(abs(x - cx), abs(y - cy)) >= spacing
+    assert sum(x < 330 and y < 140 for x, y in crops) == 1  # the scoreboard takes one crop, not all three
 
 
 def y4m_bytes(frames, rate=25):

@@ -3,8 +3,9 @@
     python tools/bench.py                 # everything (about 10 minutes on a 2-core CPU)
     python tools/bench.py --skip-rss      # without the 25- vs 250-frame memory runs
 
-Prints markdown tables: per-stage seconds and frames/s per clip and model, peak RSS for 25 vs 250 frames, and
-seconds per frame of vidup's PyTorch path vs ncnn's CPU path on the same frames.
+Prints markdown tables: per-stage seconds and frames/s per clip and model, peak RSS for 25 vs 250 frames,
+seconds per frame of vidup's PyTorch path vs ncnn's CPU path on the same frames, and a roofline: the
+realesrgan-x4plus convolution work per frame over this CPU's measured conv throughput in fp32, bf16 and int8.
 """
 
 from __future__ import annotations
@@ -107,6 +108,59 @@ def ncnn_peer(model: str, clip: Path, count: int) -> dict:
             "vidup_s": timings["vidup"], "speedup": timings["ncnn"] / timings["vidup"]}
 
 
+def conv_roofline(model: str, clip: Path) -> dict:
+    """How fast this CPU can possibly run `model`: its convolution work per frame (every conv scales with the
+    pixel count, so it is counted on a small input and scaled) over the measured throughput of one typical conv
+    (RRDB's 128 -> 32 channel 3x3 at the clip's size) in fp32, bf16 and int8 (oneDNN, VNNI)."""
+    import warnings
+
+    import torch
+    from vidup.engines.weights import load_sr_model
+    from vidup.video import probe
+
+    info = probe(clip)
+    _, net, _ = load_sr_model(model)
+    flops, probe_side = [0.0], 32
+
+    def count(module, inputs, output):
+        flops[0] += 2 * module.weight[0].numel() * output.shape[1] * output.shape[2] * output.shape[3]
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        net(torch.zeros(1, 3, probe_side, probe_side))
+    for hook in hooks:
+        hook.remove()
+    frame_flops = flops[0] * info.width * info.height / probe_side**2
+
+    def timed(fn, repeats=8):
+        fn()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - started) / repeats
+
+    c_in, c_out, h, w = 128, 32, info.height, info.width
+    conv_flops = 2 * c_in * c_out * 9 * h * w
+    x = torch.randn(1, c_in, h, w).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(c_in, c_out, 3, padding=1).eval().to(memory_format=torch.channels_last)
+    throughput = {}
+    with torch.inference_mode():
+        throughput["fp32"] = conv_flops / timed(lambda: conv(x)) / 1e9
+        xb, cb = x.bfloat16(), conv.bfloat16()
+        throughput["bf16"] = conv_flops / timed(lambda: cb(xb)) / 1e9
+        with warnings.catch_warnings():  # eager quantized tensors are deprecated, still the way to reach VNNI
+            warnings.simplefilter("ignore")
+            torch.backends.quantized.engine = "onednn"
+            qconv = torch.ao.nn.quantized.Conv2d(c_in, c_out, 3, padding=1)
+            weight = torch.quantize_per_channel(torch.randn(c_out, c_in, 3, 3) * 0.05, torch.full((c_out,), 1e-3),
+                                                torch.zeros(c_out, dtype=torch.long), 0, torch.qint8)
+            qconv.set_weight_bias(weight, torch.zeros(c_out))
+            qx = torch.quantize_per_tensor(x, 0.05, 0, torch.quint8)
+            throughput["int8"] = conv_flops / timed(lambda: qconv(qx)) / 1e9
+    return {"model": model, "input": f"{info.width}x{info.height}", "tflop_per_frame": frame_flops / 1e12,
+            "gflops": throughput, "floor_s": {k: frame_flops / (v * 1e9) for k, v in throughput.items()}}
+
+
 def temporal_cost(clip: Path, count: int = 60) -> dict:
     """Milliseconds per frame for flow (both ways), confidence mask and warping the previous 1024 px output."""
     from vidup.temporal.state import TemporalTracker
@@ -168,6 +222,13 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for p in peers:
         print(f"| {p['model']} | {p['input']} | {p['ncnn_s']:.3f} | {p['vidup_s']:.3f} | {p['speedup']:.2f}x |")
+
+    roof = conv_roofline("realesrgan-x4plus", SAMPLE)
+    results["roofline"] = roof
+    ncnn_x4plus = peers[1]["ncnn_s"]
+    print(f"\nroofline, {roof['model']} at {roof['input']}: {roof['tflop_per_frame']:.2f} TFLOP per frame; conv throughput "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s (floor {roof['floor_s'][k]:.2f} s/frame, at most "
+                      f"{ncnn_x4plus / roof['floor_s'][k]:.2f}x ncnn)" for k, v in roof["gflops"].items()))
 
     cost = temporal_cost(SAMPLE)
     results["temporal_ms"] = cost

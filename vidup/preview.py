@@ -38,18 +38,24 @@ class Preview:
 
 
 def choose_crops(image: np.ndarray, count: int = 3, size: int = CROP) -> list[tuple[int, int]]:
-    """Top-left corners of the `count` most detailed, non-overlapping size x size cells."""
+    """Top-left corners of `count` detailed size x size cells from different parts of the frame.
+
+    The most detailed cell (Laplacian energy) comes first; each next one is the most detailed cell at least a
+    third of the frame's long side away from those chosen, so one busy area (a scoreboard's text) cannot take
+    every crop. Where the frame is too small for that spacing, cells need only not overlap."""
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
     energy = np.abs(cv2.Laplacian(gray, cv2.CV_32F))
     h, w = gray.shape
-    cells = [(float(energy[y : y + size, x : x + size].mean()), x, y)
-             for y in range(0, max(1, h - size + 1), size // 2) for x in range(0, max(1, w - size + 1), size // 2)]
+    cells = sorted(((float(energy[y : y + size, x : x + size].mean()), x, y)
+                    for y in range(0, max(1, h - size + 1), size // 2)
+                    for x in range(0, max(1, w - size + 1), size // 2)), reverse=True)
     chosen: list[tuple[int, int]] = []
-    for _, x, y in sorted(cells, reverse=True):
-        if all(abs(x - cx) >= size or abs(y - cy) >= size for cx, cy in chosen):
-            chosen.append((x, y))
-        if len(chosen) == count:
-            break
+    for spacing in (max(size, max(h, w) // 3), size):
+        for _, x, y in cells:
+            if len(chosen) == count:
+                return chosen
+            if all(abs(x - cx) >= spacing or abs(y - cy) >= spacing for cx, cy in chosen):
+                chosen.append((x, y))
     return chosen
 
 
