@@ -110,6 +110,26 @@ def test_filter_y4m_in_process_keeps_frame_count_and_rate(upscaler_factory):
     assert stdout.getvalue().count(b"FRAME\n") == 4
 
 
+def test_y4m_full_range_is_read_as_full_range_and_kept_on_output(upscaler_factory):
+    from vidup.video.pipe import read_y4m
+
+    width, height = 64, 48
+    plane = lambda value, w, h: bytes([value]) * (w * h)  # noqa: E731
+    frame = plane(235, width, height) + plane(128, width // 2, height // 2) * 2
+    for tag, grey in ((" XCOLORRANGE=FULL", 235), ("", 255), (" XCOLORRANGE=LIMITED", 255)):
+        data = f"YUV4MPEG2 W{width} H{height} F25:1 C420jpeg{tag}\n".encode() + b"FRAME\n" + frame
+        fmt, frames = read_y4m(io.BytesIO(data))
+        rgb = next(frames)
+        assert fmt.full_range == (tag == " XCOLORRANGE=FULL")
+        assert abs(int(rgb[0, 0, 0]) - grey) <= 1 and np.ptp(rgb) <= 1  # Y 235 is white only in limited range
+        stdout = io.BytesIO()
+        run_filter(io.BytesIO(data), stdout, load_config(overrides={"quiet": True}), upscaler=upscaler_factory())
+        header, _, body = stdout.getvalue().partition(b"\nFRAME\n")
+        assert header.endswith(b"XCOLORRANGE=FULL") == fmt.full_range
+        luma = np.frombuffer(body[: 128 * 96], np.uint8)
+        assert abs(int(np.median(luma)) - 235) <= 5  # the same grey in the same range (the wrong one is off by 17+)
+
+
 def test_rawvideo_round_trip(upscaler_factory):
     frames = [pattern(i, 64, 48) for i in range(3)]
     stdout = io.BytesIO()
@@ -126,6 +146,7 @@ def test_rawvideo_round_trip(upscaler_factory):
     (b"YUV4MPEG2 W64 H48 F25:1 C420p10\nFRAME\n", "not supported"),
     (b"YUV4MPEG2 W64 H48 F25:1\nFRAME\n" + b"\x00" * 100, "truncated"),
     (b"", "no input"),
+    (b"YUV4MPEG2 W64 H48 F25:1 XCOLORRANGE=WIDE\nFRAME\n", "XCOLORRANGE"),
 ])
 def test_malformed_streams_are_clear_errors(data, message, upscaler_factory):
     with pytest.raises(PipeFormatError, match=message):

@@ -39,19 +39,19 @@ def run_filter(stdin: BinaryIO, stdout: BinaryIO, config: VidupConfig, stream_fo
         if input_size or fps:
             raise ConfigError("--input-size and --fps are for rawvideo; y4m carries its own size and rate")
         fmt, frames = read_y4m(stdin)  # the header is checked before the model loads
-        width, height, rate = fmt.width, fmt.height, fmt.rate
+        width, height, rate, full_range = fmt.width, fmt.height, fmt.rate, fmt.full_range
     else:
         width, height = _parse_size(input_size)
         try:
             rate = Fraction(fps or "25")
         except (ValueError, ZeroDivisionError):
             raise ConfigError(f"--fps must be a number or a ratio, got {fps!r}") from None
-        frames = read_raw_rgb(stdin, width, height)
+        frames, full_range = read_raw_rgb(stdin, width, height), False
     upscaler = upscaler or Upscaler(config)
     out_w, out_h = upscaler.target_size(width, height)
     written = 0
     try:
-        writer = Y4MWriter(stdout, out_w, out_h, rate) if stream_format == "y4m" else RawWriter(stdout)
+        writer = Y4MWriter(stdout, out_w, out_h, rate, full_range) if stream_format == "y4m" else RawWriter(stdout)
         with _progress(None, config.quiet, "filter") as bar:
             for rgb in frames:
                 if rgb.shape[:2] != (height, width):

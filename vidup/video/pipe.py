@@ -1,7 +1,8 @@
 """Frames over pipes for filter mode: YUV4MPEG2 (y4m) and raw rgb24, in and out.
 
 y4m carries no colour matrix, so frames are read and written like untagged files: BT.601 below 720 lines,
-BT.709 from 720 up (FFmpeg's convention), in both directions, so a y4m round trip keeps its colours.
+BT.709 from 720 up (FFmpeg's convention), in both directions, so a y4m round trip keeps its colours. The range
+is FFmpeg's `XCOLORRANGE` extension (limited unless it says FULL), and the output keeps the input's.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from vidup.errors import PipeFormatError
 from vidup.video.reader import frame_to_rgb, untagged_matrix
 
 MAX_HEADER = 1024
+_RANGE = {False: 1, True: 2}  # AVCOL_RANGE_MPEG (limited), AVCOL_RANGE_JPEG (full)
 _CHROMA = {"420jpeg": "yuv420p", "420mpeg2": "yuv420p", "420paldv": "yuv420p", "420": "yuv420p",
            "444": "yuv444p", "422": "yuv422p", "mono": "gray"}
 
@@ -27,6 +29,7 @@ class StreamFormat:
     height: int
     rate: Fraction
     pix_fmt: str = "yuv420p"
+    full_range: bool = False  # XCOLORRANGE=FULL: 0-255 luma instead of 16-235
 
     @property
     def frame_bytes(self) -> int:
@@ -55,7 +58,9 @@ def parse_y4m_header(line: bytes) -> StreamFormat:
     if not text.startswith("YUV4MPEG2"):
         raise PipeFormatError(f"not a y4m stream: it starts with {text[:20]!r} instead of 'YUV4MPEG2' "
                               "(use --format rawvideo for raw rgb24)")
-    fields = {token[0]: token[1:] for token in text.split()[1:] if token}
+    tokens = text.split()[1:]
+    fields = {token[0]: token[1:] for token in tokens if token[0] != "X"}
+    extensions = dict(token[1:].partition("=")[::2] for token in tokens if token[0] == "X")
     try:
         width, height = int(fields["W"]), int(fields["H"])
         num, den = (int(v) for v in fields.get("F", "25:1").split(":"))
@@ -67,7 +72,10 @@ def parse_y4m_header(line: bytes) -> StreamFormat:
         raise PipeFormatError(f"y4m colour space C{chroma} is not supported (8-bit 420, 422, 444 or mono only)")
     if width <= 0 or height <= 0:
         raise PipeFormatError(f"y4m frame size {width}x{height} is not valid")
-    return StreamFormat(width, height, rate, _CHROMA[chroma])
+    colour_range = extensions.get("COLORRANGE", "LIMITED").upper()
+    if colour_range not in ("FULL", "LIMITED"):
+        raise PipeFormatError(f"y4m XCOLORRANGE={colour_range} is not FULL or LIMITED")
+    return StreamFormat(width, height, rate, _CHROMA[chroma], full_range=colour_range == "FULL")
 
 
 def _planes_to_rgb(data: bytes, fmt: StreamFormat) -> np.ndarray:
@@ -79,6 +87,7 @@ def _planes_to_rgb(data: bytes, fmt: StreamFormat) -> np.ndarray:
         buffer = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)
         buffer[:, :w] = rows
         offset += w * h
+    frame.color_range = _RANGE[fmt.full_range]
     return frame_to_rgb(frame)
 
 
@@ -120,16 +129,20 @@ def read_raw_rgb(stream: BinaryIO, width: int, height: int) -> Iterator[np.ndarr
 
 
 class Y4MWriter:
-    def __init__(self, stream: BinaryIO, width: int, height: int, rate: Fraction):
+    def __init__(self, stream: BinaryIO, width: int, height: int, rate: Fraction, full_range: bool = False):
         self.stream = stream
         self.width, self.height = width, height
+        self.full_range = full_range
         rate = Fraction(rate)
-        stream.write(f"YUV4MPEG2 W{width} H{height} F{rate.numerator}:{rate.denominator} Ip A1:1 C420jpeg\n".encode())
+        extension = " XCOLORRANGE=FULL" if full_range else ""
+        stream.write(f"YUV4MPEG2 W{width} H{height} F{rate.numerator}:{rate.denominator} Ip A1:1 C420jpeg{extension}\n"
+                     .encode())
 
     def write(self, rgb: np.ndarray) -> None:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         matrix = untagged_matrix(self.height)
-        yuv = frame.reformat(format="yuv420p", src_colorspace=matrix, dst_colorspace=matrix)
+        yuv = frame.reformat(format="yuv420p", src_colorspace=matrix, dst_colorspace=matrix,
+                             dst_color_range=_RANGE[self.full_range])
         parts = [b"FRAME\n"]
         for plane in yuv.planes:
             buffer = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
