@@ -87,8 +87,10 @@ class Upscaler:
 def _progress(total: int | None, quiet: bool, description: str):
     from tqdm import tqdm
 
+    # On a terminal the bar redraws in place; into a log file every redraw is a new line, so redraw rarely.
+    interactive = sys.stderr.isatty()
     return tqdm(total=total, disable=quiet, unit="frame", desc=description, file=sys.stderr,
-                dynamic_ncols=True, smoothing=0.1)
+                dynamic_ncols=True, smoothing=0.1, mininterval=0.1 if interactive else 10.0)
 
 
 def _expected_frames(info: VideoInfo, start: Position | None, end: Position | None) -> int | None:
