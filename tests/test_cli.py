@@ -136,6 +136,25 @@ def test_corrupt_clip_midway_fails_and_writes_nothing_unless_asked(tmp_path, sr_
     assert 0 < len(frame_times(tmp_path / "out.mkv")) < 40
 
 
+def test_sigterm_midway_exits_143_and_leaves_nothing(tmp_path, sample):
+    import signal
+    import time
+
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "vidup", "upscale", str(sample), str(out_dir / "up.mp4"), "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(out_dir.glob(".up.*.part.mp4")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the writer's temporary file appears once frames start flowing
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()
+    assert b"interrupted; no output was written" in stderr and b"Traceback" not in stderr
+    assert list(out_dir.iterdir()) == []
+
+
 def test_engine_failure_midway_leaves_no_output(tmp_path, sr_engine, monkeypatch):
     class Failing:
         name = "failing"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -11,18 +12,27 @@ from vidup.config import CODECS, X26X_PRESETS, load_config
 from vidup.errors import ConfigError, VidupError
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(signum)  # unwinds like Ctrl-C, so open writers delete their temporary files
+
+
 class VidupGroup(click.Group):
-    """Turns every `VidupError` into one line on stderr and its exit code: no traceback for user mistakes."""
+    """Turns every `VidupError` into one line on stderr and its exit code: no traceback for user mistakes.
+    SIGTERM (a job scheduler, `timeout`) is handled like Ctrl-C: nothing half-written is left behind."""
 
     def invoke(self, ctx):
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             return super().invoke(ctx)
         except VidupError as exc:
             click.echo(f"vidup: error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
             click.echo("vidup: interrupted; no output was written", err=True)
-            sys.exit(130)
+            sys.exit(128 + signum)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def engine_options(func):
