@@ -22,7 +22,7 @@ def pattern(index: int, width: int, height: int) -> np.ndarray:
 
 def make_clip(path: Path, *, frames: int = 12, size=(64, 48), pts: list[int] | None = None,
               time_base=Fraction(1, 1000), rate=25, audio: bool = True, subtitles: bool = False,
-              language: str = "fra", codec: str = "libx264", gop: int | None = None) -> Path:
+              language: str = "fra", codec: str = "libx264", gop: int | None = None, rotation: int = 0) -> Path:
     """Write a clip; `pts` (in `time_base`) makes it variable-frame-rate."""
     pts = pts if pts is not None else [int(round(i / rate / time_base)) for i in range(frames)]
     subs_in = None
@@ -33,6 +33,8 @@ def make_clip(path: Path, *, frames: int = 12, size=(64, 48), pts: list[int] | N
         video.pix_fmt = "yuv444p" if odd else "yuv420p"  # 4:2:0 needs even sides
         video.time_base = time_base
         video.codec_context.time_base = time_base
+        if rotation:
+            video.set_display_rotation(rotation)  # a phone clip: stored landscape, shown turned
         if codec == "libx264":
             video.options = {"crf": "18", "preset": "ultrafast"}
             if gop:

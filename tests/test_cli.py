@@ -48,6 +48,18 @@ def test_quiet_prints_nothing(tmp_path, sr_engine, monkeypatch):
     assert result.exit_code == 0 and result.stderr == "" and result.stdout == ""
 
 
+def test_display_rotation_is_kept(tmp_path, sr_engine, monkeypatch):
+    from vidup.video import probe
+
+    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
+    clip = make_clip(tmp_path / "phone.mp4", frames=4, rotation=90)
+    assert probe(clip).rotation == 90
+    out = tmp_path / "phone_up.mp4"
+    assert run_cli("upscale", clip, out, "-q", "--size", "128").exit_code == 0
+    info = probe(out)
+    assert info.rotation == 90 and (info.width, info.height) == (128, 96)  # stored size, same turn on display
+
+
 def test_odd_input_size(tmp_path, sr_engine, monkeypatch):
     monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
     clip = make_clip(tmp_path / "odd.mkv", frames=5, size=(175, 99), subtitles=True)
