@@ -22,8 +22,10 @@ def pattern(index: int, width: int, height: int) -> np.ndarray:
 
 def make_clip(path: Path, *, frames: int = 12, size=(64, 48), pts: list[int] | None = None,
               time_base=Fraction(1, 1000), rate=25, audio: bool = True, subtitles: bool = False,
-              language: str = "fra", codec: str = "libx264", gop: int | None = None, rotation: int = 0) -> Path:
-    """Write a clip; `pts` (in `time_base`) makes it variable-frame-rate."""
+              language: str = "fra", codec: str = "libx264", gop: int | None = None, rotation: int = 0,
+              commentary: str | None = None) -> Path:
+    """Write a clip; `pts` (in `time_base`) makes it variable-frame-rate; `commentary` (a language) adds a second
+    audio track with another tone."""
     pts = pts if pts is not None else [int(round(i / rate / time_base)) for i in range(frames)]
     subs_in = None
     with av.open(str(path), "w") as out:
@@ -39,9 +41,16 @@ def make_clip(path: Path, *, frames: int = 12, size=(64, 48), pts: list[int] | N
             video.options = {"crf": "18", "preset": "ultrafast"}
             if gop:
                 video.options |= {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        tracks = []  # (stream, tone Hz)
         if audio:
             sound = out.add_stream("aac", rate=48000, layout="stereo")
             sound.metadata["language"] = language
+            tracks.append((sound, 440))
+        if commentary:
+            voice = out.add_stream("aac", rate=48000, layout="stereo")
+            voice.metadata["language"] = commentary
+            voice.disposition = type(voice.disposition).comment
+            tracks.append((voice, 660))
         if subtitles:
             srt = path.with_suffix(".srt")
             srt.write_text(SRT)
@@ -54,10 +63,10 @@ def make_clip(path: Path, *, frames: int = 12, size=(64, 48), pts: list[int] | N
             frame.pts, frame.time_base = t, time_base
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
-        if audio:
+        for sound, hz in tracks:
             duration = (pts[-1] * time_base) + Fraction(1, rate)
             samples = int(duration * 48000)
-            tone = (0.2 * np.sin(np.arange(samples) / 48000 * 2 * np.pi * 440)).astype(np.float32)
+            tone = (0.2 * np.sin(np.arange(samples) / 48000 * 2 * np.pi * hz)).astype(np.float32)
             for i in range(0, samples, 1024):
                 chunk = np.ascontiguousarray(np.stack([tone[i : i + 1024]] * 2))
                 af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
@@ -74,14 +83,14 @@ def make_clip(path: Path, *, frames: int = 12, size=(64, 48), pts: list[int] | N
     return path
 
 
-def packets(path: Path, kind: str) -> list[tuple[int | None, bytes]]:
-    """(pts in seconds*1e6, payload) of every packet of the first stream of `kind`."""
+def packets(path: Path, kind: str, nth: int = 0) -> list[tuple[int | None, bytes]]:
+    """(pts in seconds*1e6, payload) of every packet of the `nth` stream of `kind`."""
     with av.open(str(path)) as c:
         streams = [s for s in c.streams if s.type == kind]
-        if not streams:
+        if len(streams) <= nth:
             return []
         return [(None if p.pts is None else int(round(p.pts * p.time_base * 1_000_000)), bytes(p))
-                for p in c.demux(streams[0]) if p.size]
+                for p in c.demux(streams[nth]) if p.size]
 
 
 def frame_times(path: Path) -> list[float]:

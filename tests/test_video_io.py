@@ -54,6 +54,18 @@ def test_round_trip_keeps_frames_pts_audio_and_subtitles(tmp_path):
     assert np.abs(first_out[::2, ::2].astype(int) - first_in).mean() < 6
 
 
+def test_every_audio_track_is_copied_with_language_and_disposition(tmp_path):
+    src = make_clip(tmp_path / "in.mp4", frames=15, commentary="spa")
+    dst = tmp_path / "out.mp4"
+    copy_through_writer(src, dst, scale=2)
+    audio = [s for s in probe(dst).streams if s.type == "audio"]
+    assert [s.language for s in audio] == ["fra", "spa"]
+    assert "comment" in audio[1].disposition and "comment" not in audio[0].disposition
+    for nth in (0, 1):
+        assert packets(dst, "audio", nth) == packets(src, "audio", nth) != []
+    assert packets(src, "audio", 0) != packets(src, "audio", 1)  # two different tracks, not one copied twice
+
+
 def test_variable_frame_rate_gaps_survive(tmp_path):
     pts = [0, 40, 80, 200, 240, 500, 540, 580]  # ms: two gaps
     src = make_clip(tmp_path / "vfr.mp4", pts=pts, time_base=Fraction(1, 1000), size=(64, 48))
