@@ -201,6 +201,26 @@ def test_seeding_propagates_with_fewer_steps_and_keyframes_restore_full_strength
     assert upscaler.engine.last_frame["propagated"] is False
 
 
+def test_a_frame_the_flow_explains_too_little_of_is_a_keyframe(tiny_flux):
+    from vidup.runner import Upscaler
+
+    frames = [np.roll(pattern(0, 40, 30), shift, axis=1) for shift in range(2)]  # a pan: the wrapped edge is new
+    seen = {}
+    for min_trusted in (0.0, 0.99):
+        config = flux_config(tiny_flux, **{"flux.steps": 8, "flux.stage2_steps": 8,
+                                           "temporal.flux_min_trusted": min_trusted})
+        upscaler = Upscaler(config, FluxEngine(config))
+        records = []
+        for frame in frames:
+            upscaler.upscale_frame(frame)
+            records.append(dict(upscaler.engine.last_frame))
+        seen[min_trusted] = records
+    assert seen[0.0][0]["trusted"] is None and 0.5 < seen[0.0][1]["trusted"] < 0.99  # mostly explained, not all
+    assert [r["propagated"] for r in seen[0.0]] == [False, True]
+    assert [r["propagated"] for r in seen[0.99]] == [False, False]
+    assert seen[0.99][1]["steps"] == seen[0.99][0]["steps"] > seen[0.0][1]["steps"]
+
+
 def test_seeding_lowers_warping_error_against_unseeded(tiny_flux):
     from vidup.metrics import evaluate
     from vidup.runner import Upscaler

@@ -72,6 +72,7 @@ class TemporalConfig:
     flux_strength: float = 0.4  # FLUX: noise level propagated frames restart from (keyframes use full strength)
     flux_noise: str = "fixed"  # FLUX: fixed (same noise every frame) | warped (noise follows the flow)
     keyframe_interval: int = 12  # FLUX: a full-strength frame every N frames (and at every cut)
+    flux_min_trusted: float = 0.5  # FLUX: propagate only if the flow trusts this share of the frame, else a keyframe
     color_fix: str = "wavelet"  # FLUX: anchor outputs to the input's low frequencies: wavelet | adain | none
 
 
@@ -139,7 +140,8 @@ class VidupConfig:
             if value not in allowed:
                 raise ConfigError(f"temporal.{name} must be one of {', '.join(allowed)}, got '{value}'")
         for name, value in (("sr_strength", t.sr_strength), ("flux_strength", t.flux_strength),
-                            ("photometric_threshold", t.photometric_threshold)):
+                            ("photometric_threshold", t.photometric_threshold),
+                            ("flux_min_trusted", t.flux_min_trusted)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"temporal.{name} must be between 0 and 1, got {value}")
         if t.keyframe_interval < 1:

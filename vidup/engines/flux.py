@@ -219,8 +219,12 @@ class FluxEngine:
         embeds = self.embeddings()
         common = dict(height=height, width=width, guidance_scale=flux.guidance, output_type="np",
                       prompt_embeds=embeds.prompt_embeds, pooled_prompt_embeds=embeds.pooled_prompt_embeds)
+        # Propagate unless this is a keyframe: the first of a shot, every Nth, or one the previous frame explains too
+        # little of (one img2img strength serves the whole frame, so mostly-new content needs full strength).
+        trusted = None if prior is None else prior.flows.trusted_fraction
         propagated = (prior is not None and "stage1" in prior.extras
-                      and prior.index_in_shot % temporal.keyframe_interval != 0)
+                      and prior.index_in_shot % temporal.keyframe_interval != 0
+                      and trusted >= temporal.flux_min_trusted)
         anchor = COLOR_FIXES[temporal.color_fix if temporal.enabled else "none"]
         latent_shape = (1, self.stage1.vae.config.latent_channels, height // self.stage1.vae_scale_factor,
                         width // self.stage1.vae_scale_factor)
@@ -247,7 +251,7 @@ class FluxEngine:
                                 controlnet_conditioning_scale=flux.conditioning_scale)
         final = anchor(final, init)
         t3 = time.perf_counter()
-        self.last_frame = {"propagated": propagated,
+        self.last_frame = {"propagated": propagated, "trusted": trusted,
                            "steps": sum(self.steps_run.values()) - sum(steps_before.values())}
         self._extras = {"stage1": stage1, "noise": noise}
         self._stages = [

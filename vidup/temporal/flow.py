@@ -100,6 +100,11 @@ class FlowPair:
     prev_to_cur: np.ndarray
     confidence: np.ndarray
 
+    @property
+    def trusted_fraction(self) -> float:
+        """How much of the current frame the warped previous one explains (0: a cut, 1: all of it)."""
+        return float(self.confidence.mean())
+
 
 def flow_pair(estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.ndarray, **mask_options) -> FlowPair:
     prev_gray, cur_gray = luma(prev_rgb), luma(cur_rgb)

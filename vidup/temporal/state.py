@@ -69,7 +69,7 @@ class TemporalTracker:
         def motion_explained() -> float:  # only asked for when the content change alone cannot decide
             nonlocal flows
             flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
-            return float(flows.confidence.mean())
+            return flows.trusted_fraction
 
         if self.shots.is_cut(frame, motion_explained if comparable else None):
             if self._frame:
