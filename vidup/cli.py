@@ -29,7 +29,8 @@ class VidupGroup(click.Group):
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
             signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
-            click.echo("vidup: interrupted; no output was written", err=True)
+            streamed = ctx.invoked_subcommand == "filter"  # frames already on stdout stay there
+            click.echo("vidup: interrupted" + ("" if streamed else "; no output was written"), err=True)
             sys.exit(128 + signum)
         finally:
             signal.signal(signal.SIGTERM, previous)
