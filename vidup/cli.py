@@ -143,10 +143,8 @@ def upscale(input_path, output_path, **flags):
 def preview(clip, frame, seconds, context, output_path, **flags):
     """Write a QA sheet for one frame: input, Lanczos, every engine stage, zoomed crops, timings."""
     from vidup.preview import preview_frame, save_sheet
-    from vidup.video.reader import probe
 
     config = build_config(**flags)
-    probe(clip)  # bad input fails before the model loads
     result = preview_frame(clip, config, frame=frame, seconds=seconds, context=context)
     save_sheet(result.sheet, output_path)
     if not config.quiet:

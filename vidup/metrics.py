@@ -19,7 +19,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from vidup.temporal.flow import FlowEstimator, consistent_flow, luma, upsample_flow, warp
+from vidup.temporal.flow import FlowEstimator, consistent_flow, flows_both_ways, luma, upsample_flow, warp
 from vidup.temporal.shots import ShotDetector
 
 BLOCK = 16
@@ -104,7 +104,7 @@ def evaluate(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray] | N
     estimator, shots = FlowEstimator(flow_preset), ShotDetector()
     report = TemporalReport()
     psnrs, ssims, ewarps, tofs, flickers = [], [], [], [], []
-    prev_out = prev_guide = prev_ref = None
+    prev_out = prev_guide = None
     for out, ref, inp in zip_longest(outputs, references or (), inputs or ()):
         if out is None:
             break
@@ -115,33 +115,31 @@ def evaluate(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray] | N
         if ref is not None:
             psnrs.append(psnr_y(out, ref))
             ssims.append(ssim_y(out, ref))
-        motion: dict = {}
+        guide_flows: tuple[np.ndarray, np.ndarray] | None = None  # computed once, by whichever needs it first
 
         def motion_explained() -> float:
-            g_prev, g_cur = luma(prev_guide), luma(guide)
-            motion["cur_to_prev"], motion["prev_to_cur"] = estimator(g_cur, g_prev), estimator(g_prev, g_cur)
-            return float(consistent_flow(motion["cur_to_prev"], motion["prev_to_cur"]).mean())
+            nonlocal guide_flows
+            guide_flows = flows_both_ways(estimator, prev_guide, guide)
+            return float(consistent_flow(*guide_flows).mean())
 
         comparable = prev_guide is not None and prev_guide.shape == guide.shape
         cut = shots.is_cut(guide, motion_explained if comparable else None)
         if cut and report.frames:
             report.cuts.append(report.frames)
         if not cut and prev_out is not None:
-            if not motion:
-                motion_explained()
-            f_cp, f_pc = motion["cur_to_prev"], motion["prev_to_cur"]
+            guide_flows = guide_flows or flows_both_ways(estimator, prev_guide, guide)
+            f_cp, f_pc = guide_flows
             if f_cp.shape[:2] != (h, w):
                 f_cp, f_pc = upsample_flow(f_cp, w, h), upsample_flow(f_pc, w, h)
             ewarps.append(warping_error(prev_out, out, f_cp, consistent_flow(f_cp, f_pc)))
             flicker_mask = static_blocks(f_cp)
             if flicker_mask.any():
                 flickers.append(float(np.abs(block_means(out) - block_means(prev_out))[flicker_mask].mean()))
-            if ref is not None:
+            if ref is not None:  # then the guide is the reference: its forward flow is already there
                 flow_out = estimator(luma(prev_out), luma(out))
-                flow_ref = estimator(luma(prev_ref), luma(ref))
-                tofs.append(float(np.sqrt(((flow_out - flow_ref) ** 2).sum(-1)).mean()))
+                tofs.append(float(np.sqrt(((flow_out - guide_flows[1]) ** 2).sum(-1)).mean()))
             report.pairs += 1
-        prev_out, prev_guide, prev_ref = out, guide, ref
+        prev_out, prev_guide = out, guide
         report.frames += 1
     report.psnr_y, report.ssim_y = _mean(psnrs), _mean(ssims)
     report.ewarp_x1e3 = None if not ewarps else 1e3 * float(np.mean(ewarps))

@@ -103,7 +103,7 @@ def preview_frame(clip: str | Path, config: VidupConfig, frame: int | None = Non
     if context < 0:
         raise ConfigError("--context must be >= 0")
     info = probe(clip)
-    rate = float(info.frame_rate or 25)
+    rate = info.fps
     target = frame if frame is not None else int(round(seconds * rate))
     if info.frame_count and target >= info.frame_count:
         raise ConfigError(f"{clip} has {info.frame_count} frames (0-{info.frame_count - 1}); frame {target} is past its end")

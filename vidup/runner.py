@@ -100,7 +100,7 @@ def _expected_frames(info: VideoInfo, start: Position | None, end: Position | No
         total = int(round(info.duration * info.frame_rate))
     if total is None:
         return None
-    rate = float(info.frame_rate or 25)
+    rate = info.fps
     first = 0 if start is None else start.frame if start.frame is not None else int(start.seconds * rate)
     stop = total if end is None else end.frame if end.frame is not None else int(end.seconds * rate)
     return max(0, min(total, stop) - first)
@@ -154,8 +154,7 @@ def upscale_video(input_path: str | Path, output_path: str | Path, config: Vidup
             raise ConfigError(f"the selected range of {input_path} holds no frames (start={config.start}, end={config.end})")
         if end is not None and end.frame is not None and last is not None and last.time is not None:
             # The window closes one frame after the last frame kept, so copied audio stops with the video.
-            rate = float(info.frame_rate or 25)
-            writer.window = (writer.window[0], last.time + 1.0 / rate)
+            writer.window = (writer.window[0], last.time + 1.0 / info.fps)
         t3 = time.perf_counter()
     times.encode += time.perf_counter() - t3  # flush and finalise
     return RunReport(output=output_path, frames=count, seconds=time.perf_counter() - started, size=size,

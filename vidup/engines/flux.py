@@ -25,7 +25,8 @@ from vidup.engines.base import StageOutput
 from vidup.engines.flux_weights import BASE_PARTS, CONTROLNET_PARTS, resolve_lora, resolve_model_dir
 from vidup.errors import ConfigError, ModelFormatError
 from vidup.sizing import SIZE_MULTIPLE, resize_rgb
-from vidup.temporal.seeding import COLOR_FIXES
+from vidup.temporal.seeding import (COLOR_FIXES, blend_latents, encode_image, latent_mask, noised_packed_latents,
+                                    start_timestep, warp_noise)
 
 if TYPE_CHECKING:
     from vidup.config import FluxConfig, VidupConfig
@@ -184,8 +185,6 @@ class FluxEngine:
         previous = None if prior is None else prior.extras.get("noise")
         if self.config.temporal.flux_noise == "fixed" or keyframe or previous is None or previous.shape != fresh.shape:
             return fresh
-        from vidup.temporal.seeding import warp_noise
-
         # fresh noise must differ between frames where it is used, or occluded areas would repeat themselves
         other = torch.randn(shape, generator=torch.Generator().manual_seed(self.flux.seed + 1 + prior.index_in_shot))
         return warp_noise(previous, prior.flows.cur_to_prev, prior.flows.confidence, other)
@@ -194,9 +193,6 @@ class FluxEngine:
                    confidence: np.ndarray | None, strength: float, steps: int, noise, common: dict, **extra) -> np.ndarray:
         """One denoising stage started from latents we build: VAE(init), blended with VAE(previous) under the
         mask when a prior exists, noised to `strength` with `noise`."""
-        from vidup.temporal.seeding import (blend_latents, encode_image, latent_mask, noised_packed_latents,
-                                            start_timestep)
-
         height, width = init.shape[:2]
         device = pipe._execution_device
         start = encode_image(pipe, init, self._generator())

@@ -69,7 +69,8 @@ class SREngine:
     def super_resolve(self, frame: np.ndarray) -> np.ndarray:
         """The network's native-scale output for one RGB uint8 frame."""
         dtype = torch.float32 if self.placement.device.type == "cpu" else self.placement.dtype
-        x = torch.from_numpy(np.require(frame, requirements="W")).to(self.placement.device).permute(2, 0, 1)[None].to(dtype) / 255.0
+        frame = np.require(frame, requirements="W")  # decoded frames can be read-only; torch wants writable memory
+        x = torch.from_numpy(frame).to(self.placement.device).permute(2, 0, 1)[None].to(dtype) / 255.0
         _, _, h, w = x.shape
         s, pad = self.scale, self.tile_pad
         if not self.tile or (h <= self.tile and w <= self.tile):

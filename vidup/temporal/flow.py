@@ -8,6 +8,7 @@ current one (backward warping, no holes).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -31,8 +32,11 @@ class FlowEstimator:
         return self.dis.calc(source_gray, target_gray, None)
 
 
+@lru_cache(maxsize=8)
 def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates, built once per frame size (every frame of a clip warps at the same sizes)."""
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    xs.flags.writeable = ys.flags.writeable = False  # shared between calls
     return xs, ys
 
 
@@ -106,8 +110,12 @@ class FlowPair:
         return float(self.confidence.mean())
 
 
-def flow_pair(estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.ndarray, **mask_options) -> FlowPair:
+def flows_both_ways(estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(current -> previous, previous -> current) flow between two RGB frames."""
     prev_gray, cur_gray = luma(prev_rgb), luma(cur_rgb)
-    cur_to_prev = estimator(cur_gray, prev_gray)
-    prev_to_cur = estimator(prev_gray, cur_gray)
+    return estimator(cur_gray, prev_gray), estimator(prev_gray, cur_gray)
+
+
+def flow_pair(estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.ndarray, **mask_options) -> FlowPair:
+    cur_to_prev, prev_to_cur = flows_both_ways(estimator, prev_rgb, cur_rgb)
     return FlowPair(cur_to_prev, prev_to_cur, confidence_mask(cur_to_prev, prev_to_cur, cur_rgb, prev_rgb, **mask_options))

@@ -14,13 +14,18 @@ import cv2
 import numpy as np
 
 
+def high_frequencies(image: np.ndarray, sigma: float) -> np.ndarray:
+    """image minus its Gaussian blur: detail finer than `sigma`, float32."""
+    image = np.asarray(image, np.float32)
+    return image - cv2.GaussianBlur(image, (0, 0), sigma)
+
+
 def blend_high_frequencies(current: np.ndarray, warped_previous: np.ndarray, confidence: np.ndarray,
                            strength: float, sigma: float) -> np.ndarray:
     """current + strength * confidence * highpass(warped_previous - current), uint8 in and out."""
     c = current.astype(np.float32)
     difference = warped_previous.astype(np.float32) - c
-    highpass = difference - cv2.GaussianBlur(difference, (0, 0), sigma)
-    out = c + (strength * confidence)[..., None] * highpass
+    out = c + (strength * confidence)[..., None] * high_frequencies(difference, sigma)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -99,8 +104,7 @@ def warp_noise(noise, flow: np.ndarray, confidence: np.ndarray, fresh):
 
 def wavelet_color_fix(output: np.ndarray, reference: np.ndarray, sigma: float = 6.0) -> np.ndarray:
     """Low frequencies (colour, shading) from the reference, high frequencies (detail) from the output."""
-    out, ref = output.astype(np.float32), reference.astype(np.float32)
-    fixed = out - cv2.GaussianBlur(out, (0, 0), sigma) + cv2.GaussianBlur(ref, (0, 0), sigma)
+    fixed = high_frequencies(output, sigma) + cv2.GaussianBlur(reference.astype(np.float32), (0, 0), sigma)
     return np.clip(fixed + 0.5, 0, 255).astype(np.uint8)
 
 

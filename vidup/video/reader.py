@@ -56,6 +56,11 @@ class VideoInfo:
     video_index: int
 
     @property
+    def fps(self) -> float:
+        """The nominal frame rate for converting between times and frame indices (25 when unknown)."""
+        return float(self.frame_rate or 25)
+
+    @property
     def passthrough_streams(self) -> tuple[StreamInfo, ...]:
         """The streams copied untouched into the output: audio and subtitles."""
         return tuple(s for s in self.streams if s.type in ("audio", "subtitle"))
@@ -287,7 +292,7 @@ class VideoReader:
 
     def _check_complete(self, count: int, last_time: float | None) -> None:
         """A stream that ends early is damaged: never let it turn silently into a short video."""
-        info, rate = self.info, float(self.info.frame_rate or 25)
+        info, rate = self.info, self.info.fps
         problem = None
         if info.frame_count and count < info.frame_count:
             problem = f"decoded {count} of the {info.frame_count} frames its index lists"

@@ -175,7 +175,7 @@ class VideoWriter:
         frame = frame.reformat(format=self._video.pix_fmt, src_colorspace="ITU709", dst_colorspace="ITU709")
         frame.colorspace, frame.color_range = BT709, MPEG_RANGE
         if pts is not None:
-            shift = int(round(self._shift / time_base)) if self._shift else 0
+            shift = int(round(self._shift / time_base))
             frame.pts = int(round((pts - shift) * time_base / self._video.time_base))
         else:
             frame.pts = self.frames_written
