@@ -1,4 +1,8 @@
-"""The two-stage FLUX engine on a tiny random checkpoint, through the same loading code as real weights."""
+"""The two-stage FLUX engine on a tiny random checkpoint, through the same loading code as real weights.
+
+These tests catch what would go wrong on a GPU without one: dtypes of every component, the memory plan chosen
+from a given memory size, every module move, cache hooks against computed steps, the sampler against the stock
+diffusers pipelines."""
 
 import shutil
 import sys
@@ -7,14 +11,21 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from vidup.config import load_config
 from vidup.engines.flux import FluxEngine
-from vidup.errors import ModelNotFoundError
+from vidup.engines.flux.memory import MemoryPlan, choose_memory_plan, working_bytes
+from vidup.engines.flux.latents import pack, unpack
+from vidup.engines.flux.sampler import noise_to, start
+from vidup.engines.flux.schedule import Schedules, denoising_steps, image_seq_len
+from vidup.errors import ConfigError, ModelNotFoundError
+from vidup.sizing import resize_rgb
 from media import frame_times, make_clip, packets, pattern
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+GIB = 2**30
 
 
 @pytest.fixture(scope="session")
@@ -26,25 +37,52 @@ def tiny_flux(tmp_path_factory):
 
 def flux_config(tiny_flux, **overrides):
     values = {"engine": "flux", "flux.model": str(tiny_flux["base"]), "flux.controlnet": str(tiny_flux["controlnet"]),
-              "flux.steps": 4, "flux.stage2_steps": 4, "flux.stage2_strength": 0.5, "flux.offload": "none",
-              "size": "64"}
+              "flux.steps": 8, "flux.stage2_steps": 8, "flux.stage2_strength": 0.5, "size": "64", "quiet": True}
     values.update(overrides)
     return load_config(overrides=values)
 
 
 @pytest.fixture(scope="session")
 def engine(tiny_flux):
-    return FluxEngine(flux_config(tiny_flux))
+    engine = FluxEngine(flux_config(tiny_flux))
+    engine.prepare((64, 48))
+    return engine
 
 
 FRAME = pattern(3, 40, 30)
+PAN = [np.roll(pattern(0, 40, 30), shift, axis=1) for shift in range(6)]  # the wrapped edge is new content
 
 
-def test_loads_from_folders_and_shares_components(engine):
-    s1, s2 = engine.stage1, engine.stage2
-    assert s1.transformer is s2.transformer and s1.vae is s2.vae
-    assert s1.text_encoder is s2.text_encoder and s1.text_encoder_2 is s2.text_encoder_2
-    assert type(s1).__name__ == "FluxImg2ImgPipeline" and type(s2).__name__ == "FluxControlNetImg2ImgPipeline"
+def upscaler(config):
+    from vidup.runner import Upscaler
+
+    return Upscaler(config, FluxEngine(config))
+
+
+# --- loading, dtypes, layout ----------------------------------------------------------------------------------
+
+
+def test_every_component_is_in_the_placement_dtype(tiny_flux):
+    engine = FluxEngine(flux_config(tiny_flux, precision="bf16"))
+    assert engine.components.dtypes() == dict.fromkeys(
+        ("transformer", "controlnet", "vae", "text_encoder", "text_encoder_2"), torch.bfloat16)
+    out = engine.upscale(FRAME, (64, 48))  # and a bf16 frame runs: no dtype mismatch anywhere
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+
+
+def test_fp16_never_reaches_t5():
+    from vidup.engines.flux.components import component_dtypes
+
+    dtypes = component_dtypes(torch.float16, torch.device("cpu"))
+    assert dtypes["text_encoder_2"] == torch.bfloat16
+    assert {dtypes[k] for k in ("transformer", "controlnet", "vae", "text_encoder")} == {torch.float16}
+
+
+def test_tiny_controlnet_mirrors_the_upscaler_layout(engine):
+    transformer, controlnet = engine.components.transformer, engine.components.controlnet
+    assert len(controlnet.single_transformer_blocks) == 0  # the upscaler has double blocks only
+    assert 0 < len(controlnet.transformer_blocks) < len(transformer.transformer_blocks)
+    assert int(np.ceil(len(transformer.transformer_blocks) / len(controlnet.transformer_blocks))) > 1
 
 
 def test_every_stage_returns_the_target_size(engine):
@@ -59,10 +97,8 @@ def test_every_stage_returns_the_target_size(engine):
 def test_step_counts_follow_strength(engine):
     before = dict(engine.steps_run)
     engine.upscale(FRAME, (64, 48))
-    from vidup.temporal.seeding import denoising_steps
-
-    assert engine.steps_run["stage1"] - before["stage1"] == denoising_steps(4, 0.75) == 3
-    assert engine.steps_run["stage2"] - before["stage2"] == denoising_steps(4, 0.5) == 2
+    assert engine.steps_run["stage1"] - before["stage1"] == denoising_steps(8, 0.75) == 6
+    assert engine.steps_run["stage2"] - before["stage2"] == denoising_steps(8, 0.5) == 4
 
 
 def test_same_seed_same_output_other_seed_differs(tiny_flux, engine):
@@ -71,6 +107,307 @@ def test_same_seed_same_output_other_seed_differs(tiny_flux, engine):
     assert np.array_equal(a, b)
     other = FluxEngine(flux_config(tiny_flux, **{"flux.seed": 7})).upscale(FRAME, (64, 48))
     assert not np.array_equal(a, other)
+
+
+# --- the sampler against the stock pipelines -------------------------------------------------------------------
+
+
+def _stock_kwargs(engine):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    c = engine.components
+    return dict(scheduler=FlowMatchEulerDiscreteScheduler.from_config(c.scheduler_config), vae=c.vae,
+                text_encoder=c.text_encoder, tokenizer=c.tokenizer, text_encoder_2=c.text_encoder_2,
+                tokenizer_2=c.tokenizer_2, transformer=c.transformer)
+
+
+def test_prompt_encoding_equals_the_pipeline(engine):
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline(**_stock_kwargs(engine))
+    tokens, pooled, _ = pipe.encode_prompt(engine.flux.prompt, prompt_2=None, device="cpu", max_sequence_length=512)
+    assert torch.equal(tokens, engine.prompt.tokens) and torch.equal(pooled, engine.prompt.pooled)
+
+
+def test_keyframe_stage1_reproduces_flux_img2img(engine):
+    from diffusers import FluxImg2ImgPipeline
+    from PIL import Image
+
+    init = resize_rgb(FRAME, 64, 48)
+    stock = FluxImg2ImgPipeline(**_stock_kwargs(engine))(
+        image=Image.fromarray(init), height=48, width=64, strength=0.75, num_inference_steps=8, guidance_scale=3.5,
+        prompt_embeds=engine.prompt.tokens, pooled_prompt_embeds=engine.prompt.pooled, output_type="np",
+        generator=torch.Generator().manual_seed(5)).images[0]
+    generator = torch.Generator().manual_seed(5)  # the pipeline's draws, in its order: VAE sample, then noise
+    clean = engine.codec.encode(init, generator=generator)
+    noise = torch.randn(clean.shape, generator=generator)
+    plan = engine.schedules.keyframe(8, 0.75, image_seq_len(48, 64))
+    ours = engine.codec.decode(engine.run_stage("stage1", plan, clean, noise))
+    assert np.abs(stock).max() > 0.1 and np.abs(ours - stock).max() < 1e-5
+
+
+def test_keyframe_stage2_reproduces_flux_controlnet_img2img(engine):
+    from diffusers import FluxControlNetImg2ImgPipeline
+    from PIL import Image
+
+    stage1 = pattern(7, 64, 48)
+    stock = FluxControlNetImg2ImgPipeline(**_stock_kwargs(engine), controlnet=engine.components.controlnet)(
+        image=Image.fromarray(stage1), control_image=Image.fromarray(stage1), height=48, width=64, strength=0.5,
+        num_inference_steps=8, guidance_scale=3.5, controlnet_conditioning_scale=engine.flux.conditioning_scale,
+        prompt_embeds=engine.prompt.tokens, pooled_prompt_embeds=engine.prompt.pooled, output_type="np",
+        generator=torch.Generator().manual_seed(9)).images[0]
+    generator = torch.Generator().manual_seed(9)  # control encode, init encode, noise: the pipeline's order
+    control = engine.codec.encode(stage1, generator=generator)
+    clean = engine.codec.encode(stage1, generator=generator)
+    noise = torch.randn(clean.shape, generator=generator)
+    plan = engine.schedules.keyframe(8, 0.5, image_seq_len(48, 64))
+    ours = engine.codec.decode(engine.run_stage("stage2", plan, clean, noise, control=control))
+    assert np.abs(ours - stock).max() < 1e-5
+    no_control = engine.codec.decode(engine.run_stage("stage2", plan, clean, noise, control=control * 0 + 3))
+    assert np.abs(no_control - stock).max() > 1e-3  # the control image matters: the comparison can fail
+
+
+def test_vae_encodes_take_the_mean_and_draw_no_noise(engine):
+    state = torch.random.get_rng_state()
+    a, b = engine.codec.encode(FRAME[:32, :32]), engine.codec.encode(FRAME[:32, :32])
+    assert torch.equal(a, b) and torch.equal(state, torch.random.get_rng_state())
+
+
+# --- schedules and propagation ---------------------------------------------------------------------------------
+
+
+def test_propagated_schedules_start_late_without_new_content_and_coarsely_with_it(engine):
+    schedules, seq = Schedules(engine.components.scheduler_config), image_seq_len(576, 1024)
+    key = schedules.keyframe(28, 0.75, seq)
+    assert key.steps == 21
+    calm = schedules.propagated(28, 0.75, 0.4, seq, new_content=False, new_content_steps=3)
+    busy = schedules.propagated(28, 0.75, 0.4, seq, new_content=True, new_content_steps=3)
+    assert calm.steps == denoising_steps(28, 0.4) == 12 and float(calm.sigmas[0]) == calm.hand_off
+    assert busy.steps == 3 + 12 and float(busy.sigmas[0]) == float(key.sigmas[0])  # new content: full strength
+    assert torch.equal(busy.sigmas[3:], key.sigmas[-13:])  # below the hand-off, the keyframe's own steps
+    assert torch.all(busy.sigmas[1:] < busy.sigmas[:-1])
+
+
+def test_trusted_latents_equal_the_noised_prior_at_hand_off_and_untrusted_follow_the_keyframe(engine):
+    h, w = 6, 8
+    generator = torch.Generator().manual_seed(3)
+    target, clean, noise = (torch.randn(1, 16, h, w, generator=generator) for _ in range(3))
+    confidence = np.zeros((h, w), np.float32)
+    confidence[:, :4] = 1.0  # left half trusted, right half new
+    plan, pin = engine.propagation(8, 0.75, 0.4, confidence, target, noise)
+    key = engine.schedules.keyframe(8, 0.75, image_seq_len(48, 64))
+    assert float(plan.sigmas[0]) == float(key.sigmas[0])
+    seen = []
+    engine.on_step = lambda stage, step: seen.append((step.sigma_next, step.x.clone()))
+    try:
+        engine.run_stage("stage1", plan, clean, noise, pin=pin)
+    finally:
+        engine.on_step = None
+    left, right = (slice(None), slice(None), slice(None), slice(0, 4)), (slice(None), slice(None), slice(None), slice(4, 8))
+    hand = [i for i, (sigma, _) in enumerate(seen) if abs(sigma - plan.hand_off) < 1e-6]
+    assert len(hand) == 1
+    for sigma, x in seen[: hand[0] + 1]:  # held, down to and including the hand-off
+        x = unpack(x, h, w)
+        assert torch.allclose(x[left], noise_to(target, noise, sigma)[left], atol=1e-6)
+        assert not torch.allclose(x[right], noise_to(target, noise, sigma)[right], atol=1e-2)
+    after = unpack(seen[hand[0] + 1][1], h, w)
+    assert not torch.allclose(after[left], noise_to(target, noise, seen[hand[0] + 1][0])[left], atol=1e-4)
+    # the untrusted half started where a keyframe starts: the current frame at the keyframe's sigma
+    x0 = unpack(start(pack(clean), pack(noise), plan.sigmas, pin), h, w)
+    assert torch.allclose(x0[right], noise_to(clean, noise, plan.sigmas[0])[right])
+    assert torch.allclose(x0[left], noise_to(target, noise, plan.sigmas[0])[left])
+
+
+def test_transported_noise_stays_white_through_a_sub_pixel_pan():
+    from vidup.engines.flux.noise import TransportedNoise, fresh_noise, keyframe_noise
+
+    shape = (1, 16, 64, 64)
+    field = TransportedNoise.start(keyframe_noise(shape, 0, 0))
+    flow = np.zeros((64, 64, 2), np.float32)
+    flow[32:, :, 0] = 0.37  # the bottom half pans a third of a latent pixel per frame, the top half stands still
+    valid = np.ones((64, 64), bool)
+    for frame in range(24):
+        field = field.advance(flow, valid, fresh_noise(shape, 0, 0, frame))
+    n = field.noise[0].numpy()
+    for a, b in ((n[:, :, :-1], n[:, :, 1:]), (n[:, :-1, :], n[:, 1:, :])):
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.05
+    blocks = n.reshape(16, 4, 16, 4, 16).transpose(1, 3, 0, 2, 4).reshape(16, -1)
+    assert np.all(np.abs(blocks.var(axis=1) - 1) < 0.1)  # local variance, static and moving parts alike
+    # and the moving half really moved with the scene: 24 x 0.37 = 8.9 latent pixels
+    start = keyframe_noise(shape, 0, 0)[0].numpy()
+    assert np.array_equal(n[:, 40, 20:40], start[:, 40, 11:31])
+    assert np.array_equal(n[:, 10, :], start[:, 10, :])
+
+
+def test_seeding_propagates_with_fewer_steps_and_resets_at_cuts(tiny_flux):
+    config = flux_config(tiny_flux, **{"temporal.keyframe_interval": 3, "temporal.new_content_steps": 1})
+    up = upscaler(config)
+    records = []
+    for frame in PAN[:5]:
+        up.upscale_frame(frame)
+        records.append(dict(up.engine.last_frame))
+    assert [r["kind"] for r in records] == ["keyframe", "propagated", "propagated", "keyframe", "propagated"]
+    assert records[0]["steps"] == denoising_steps(8, 0.75) + denoising_steps(8, 0.5)
+    assert all(r["steps"] < records[0]["steps"] for r in records if r["propagated"])
+    up.reset()  # a declared cut
+    up.upscale_frame(PAN[0])
+    assert up.engine.last_frame["kind"] == "keyframe"
+
+
+def test_keyframes_only_at_cuts_by_default(tiny_flux):
+    up = upscaler(flux_config(tiny_flux))
+    kinds = []
+    for frame in PAN:
+        up.upscale_frame(frame)
+        kinds.append(up.engine.last_frame["kind"])
+    assert kinds == ["keyframe"] + ["propagated"] * 5 and up.engine.frames == {"keyframe": 1, "propagated": 5}
+
+
+def test_vae_encodes_per_frame(tiny_flux):
+    for control_image in ("stage1", "input"):
+        up = upscaler(flux_config(tiny_flux, **{"flux.control_image": control_image}))
+        encodes = []
+        for frame in PAN[:3]:
+            up.upscale_frame(frame)
+            encodes.append(up.engine.last_frame["vae_encodes"])
+        # keyframe: the init and the stage-1 result (control and start share one encode); propagated frames add
+        # the two warped previous results
+        assert encodes == [2, 4, 4]
+
+
+def test_a_frame_the_flow_explains_too_little_of_is_a_keyframe(tiny_flux):
+    seen = {}
+    for min_trusted in (0.0, 0.99):
+        up = upscaler(flux_config(tiny_flux, **{"temporal.flux_min_trusted": min_trusted}))
+        records = []
+        for frame in [pattern(0, 40, 30), np.roll(pattern(0, 40, 30), 1, axis=1)[:, ::-1]]:
+            up.upscale_frame(np.ascontiguousarray(frame))
+            records.append(dict(up.engine.last_frame))
+        seen[min_trusted] = records
+    assert seen[0.0][1]["kind"] == "propagated" and seen[0.99][1]["kind"] == "keyframe"
+
+
+def test_a_propagated_frame_is_held_on_the_warped_previous_result(tiny_flux, monkeypatch):
+    """With an oracle denoiser that flows every latent straight to where it was pinned, a fully trusted propagated
+    frame comes out as the warped previous result (through the VAE), not as a fresh generation."""
+    from vidup.engines.flux import engine as engine_module
+
+    config = flux_config(tiny_flux, **{"temporal.color_fix": "none"})
+    up = upscaler(config)
+    engine = up.engine
+    pins = []
+    real_propagation = engine.propagation
+
+    def remember(*args, **kwargs):
+        plan, pin = real_propagation(*args, **kwargs)
+        pins.append(pin)
+        return plan, pin
+
+    def oracle(cond, control=None):
+        def velocity(x, sigma):  # the exact velocity toward the pinned target (or toward 0 without one)
+            target = pins[-1].target if pins and engine.last_frame.get("next") == "propagated" else torch.zeros_like(x)
+            return (x - target) / sigma
+
+        return velocity
+
+    monkeypatch.setattr(engine, "propagation", remember)
+    static = [pattern(0, 40, 30)] * 3  # a still scene: everything trusted
+    up.upscale_frame(static[0])
+    engine.last_frame["next"] = "propagated"
+    monkeypatch.setattr(engine, "denoiser", oracle)
+    first = up.temporal._previous_output.copy()
+    second = up.upscale_frame(static[1])
+    assert engine.last_frame["kind"] == "propagated" and len(pins) == 2
+    through_vae = engine_module.to_uint8(engine.codec.decode(engine.codec.encode(first)))
+    assert np.abs(second.astype(int) - through_vae).max() <= 1
+
+
+# --- memory ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def full_size():
+    """Bytes of every FLUX.1-dev component in bf16, from the real configs on the meta device (no memory used)."""
+    from make_tiny_flux import random_modules
+
+    from vidup.engines.flux.components import weight_bytes
+
+    return {name: weight_bytes(m) for name, m in random_modules("full", torch.bfloat16, "meta").items()}
+
+
+def test_full_size_weights(full_size):
+    assert 23.5e9 < full_size["transformer"] < 24.0e9 and 9.4e9 < full_size["text_encoder_2"] < 9.6e9
+    assert 3.4e9 < full_size["controlnet"] < 3.7e9
+
+
+@pytest.mark.parametrize("free_gib,expected", [(79, "none"), (139, "none"), (40, "model"), (24, "sequential")])
+def test_memory_plan_from_free_memory(full_size, free_gib, expected):
+    plan = choose_memory_plan("auto", torch.device("cuda"), full_size, working_bytes(1024, 1024, 4.0),
+                              free_gib * GIB, 2 * GIB)
+    assert plan.offload == expected, plan.reason
+
+
+def test_memory_plan_respects_requests_and_cpu(full_size):
+    assert choose_memory_plan("model", torch.device("cuda"), full_size, 0, 200 * GIB, 0).offload == "model"
+    assert choose_memory_plan("auto", torch.device("cpu"), full_size, 0, None, 0).offload == "none"
+
+
+@pytest.mark.parametrize("offload", ["none", "model"])
+def test_no_module_moves_while_frames_run_and_text_encoders_leave(tiny_flux, offload):
+    engine = FluxEngine(flux_config(tiny_flux))
+    engine.prepare((64, 48), plan=MemoryPlan(offload, "test"))
+    moves = list(engine.placer.moves)
+    assert moves.index(("text_encoder", "host")) > moves.index(("text_encoder", "device"))
+    assert engine.placer.location == {"transformer": "device", "controlnet": "device", "vae": "device",
+                                      "text_encoder": "host", "text_encoder_2": "host"}
+    assert sum(1 for name, where in moves if where == "device") == 5  # each module uploaded once per clip
+    from vidup.runner import Upscaler
+
+    runner = Upscaler(engine.config, engine)
+    for frame in PAN[:3]:
+        runner.upscale_frame(frame)
+    assert engine.placer.moves == moves
+
+
+def test_sequential_plan_streams_blocks_and_runs(tiny_flux):
+    engine = FluxEngine(flux_config(tiny_flux))
+    engine.prepare((64, 48), plan=MemoryPlan("sequential", "test"))
+    assert engine.placer.location["vae"] == "device" and engine.placer.streamed
+    assert engine.upscale(FRAME, (64, 48)).shape == (48, 64, 3)
+
+
+# --- caches ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cache", ["first-block", "taylorseer"])
+def test_a_reused_step_equals_a_computed_one_with_the_controlnet(tiny_flux, cache):
+    engine = FluxEngine(flux_config(tiny_flux, **{"flux.cache": cache, "flux.cache_threshold": 10.0,
+                                                  "flux.taylorseer_warmup": 1, "flux.taylorseer_interval": 3}))
+    engine.prepare((64, 48))
+    generator = torch.Generator().manual_seed(0)
+    x = pack(torch.randn(1, 16, 6, 8, generator=generator))
+    control = pack(torch.randn(1, 16, 6, 8, generator=generator))
+    velocity = engine.denoiser(engine.conditioning(6, 8), control)
+    attention_calls = []
+    engine.components.transformer.transformer_blocks[1].attn.to_q.register_forward_hook(
+        lambda *a: attention_calls.append(1))
+    with engine.cache.run("test"):
+        outputs = [velocity(x, torch.tensor(0.5)) for _ in range(4)]
+    assert len(attention_calls) < 4  # some steps were really reused
+    for out in outputs[1:]:
+        assert torch.allclose(out, outputs[0], atol=1e-5), (out - outputs[0]).abs().max()
+    if cache == "first-block":
+        assert engine.cache.stats.reused == 3 and engine.cache.stats.computed == 1
+
+
+def test_cached_stages_start_fresh_every_frame(tiny_flux):
+    engine = FluxEngine(flux_config(tiny_flux, **{"flux.cache": "first-block", "flux.cache_threshold": 10.0}))
+    engine.upscale(FRAME, (64, 48))
+    engine.upscale(FRAME, (64, 48))
+    assert engine.cache.stats.computed == 4  # the first step of each stage of each frame is computed
+
+
+# --- LoRA, turbo, compile ---------------------------------------------------------------------------------------
 
 
 def test_lora_changes_output_and_scale_zero_restores_it(tiny_flux, engine):
@@ -82,26 +419,76 @@ def test_lora_changes_output_and_scale_zero_restores_it(tiny_flux, engine):
     assert np.abs(zero.astype(int) - plain).max() <= 1
 
 
-@pytest.mark.parametrize("mode", ["model", "sequential", "group"])
-def test_offload_modes_are_accepted_on_cpu(tiny_flux, mode):
-    out = FluxEngine(flux_config(tiny_flux, **{"flux.offload": mode})).upscale(FRAME, (64, 48))
-    assert out.shape == (48, 64, 3)
+def test_turbo_lora_runs_on_propagated_frames_only_with_its_own_steps(tiny_flux):
+    config = flux_config(tiny_flux, **{"flux.turbo_lora": str(tiny_flux["turbo"]), "flux.turbo_steps": 4})
+    up = upscaler(config)
+    seen = []
+    for frame in PAN[:3]:
+        up.upscale_frame(frame)
+        seen.append((up.engine.last_frame["kind"], up.engine.active_adapters, up.engine.last_frame["steps"]))
+    assert [s[:2] for s in seen] == [("keyframe", []), ("propagated", ["turbo"]), ("propagated", ["turbo"])]
+    # the turbo schedule: 4 steps, fewer than the 8-step schedule could ever run on a propagated frame
+    assert seen[1][2] <= denoising_steps(4, 0.75) + denoising_steps(4, 0.5) < denoising_steps(8, 0.4) + denoising_steps(8, 0.25)
 
 
-@pytest.mark.parametrize("cache", ["first-block", "taylorseer"])
-def test_cache_hooks_run_inside_their_context(tiny_flux, cache):
-    out = FluxEngine(flux_config(tiny_flux, **{"flux.cache": cache, "flux.steps": 8})).upscale(FRAME, (64, 48))
-    assert out.shape == (48, 64, 3)
+def test_switching_adapters_per_frame_does_not_recompile(tiny_flux):
+    import torch._dynamo
+
+    compiled = []
+
+    @torch._dynamo.register_backend
+    def vidup_counting_backend(graph, example_inputs):
+        compiled.append(graph)
+        return graph.forward
+
+    torch._dynamo.reset()
+    config = flux_config(tiny_flux, **{"flux.turbo_lora": str(tiny_flux["turbo"]), "flux.turbo_steps": 4,
+                                       "flux.loras": [str(tiny_flux["lora"])], "flux.compile": True,
+                                       "flux.compile_backend": "vidup_counting_backend",
+                                       "temporal.keyframe_interval": 2})
+    up = upscaler(config)
+    kinds, graphs = [], []
+    for frame in PAN:
+        up.upscale_frame(frame)
+        kinds.append(up.engine.last_frame["kind"])
+        graphs.append(len(compiled))
+    assert kinds == ["keyframe", "propagated"] * 3
+    assert graphs[1] > 0 and graphs[-1] == graphs[1]  # both kinds compiled once; switching back and forth is free
 
 
-def test_sr_init_uses_the_sr_engine(tiny_flux):
-    engine = FluxEngine(flux_config(tiny_flux, **{"flux.init": "sr"}))
-    engine.upscale(FRAME, (64, 48))
-    init = engine.stages()[0]
-    assert init.name == "stage 0: sr"
-    from vidup.sizing import resize_rgb
+# --- validation and weights -------------------------------------------------------------------------------------
 
-    assert not np.array_equal(init.image, resize_rgb(FRAME, 64, 48))
+
+@pytest.mark.parametrize("setting", [{"flux.stage2_strength": 0.0}, {"flux.strength": 0.0},
+                                     {"temporal.flux_strength": 0.0}, {"temporal.flux_stage2_strength": 0.0}])
+def test_settings_that_would_run_no_step_are_refused_before_loading(setting):
+    with pytest.raises(ConfigError, match="leaves no denoising step"):
+        load_config(overrides={"engine": "flux", **setting})
+
+
+def test_downloads_fetch_only_the_diffusers_folders(tiny_flux, monkeypatch, tmp_path):
+    import fnmatch
+
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    calls = []
+
+    def fake(repo, **kwargs):
+        calls.append((repo, kwargs))
+        raise LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    with pytest.raises(ModelNotFoundError):
+        FluxEngine(flux_config(tiny_flux, **{"flux.model": "black-forest-labs/FLUX.1-dev", "flux.allow_download": True}))
+    (repo, kwargs), = calls
+    patterns = kwargs["allow_patterns"]
+    wanted = ["model_index.json", "transformer/diffusion_pytorch_model-00001-of-00003.safetensors",
+              "text_encoder_2/model-00001-of-00002.safetensors", "tokenizer_2/spiece.model", "vae/config.json"]
+    unwanted = ["flux1-dev.safetensors", "ae.safetensors", "dev_grid.jpg"]
+    assert all(any(fnmatch.fnmatch(f, p) for p in patterns) for f in wanted)
+    assert not any(fnmatch.fnmatch(f, p) for f in unwanted for p in patterns)
+    assert kwargs["local_files_only"] is False
 
 
 def test_missing_component_names_it_and_the_path(tiny_flux, tmp_path):
@@ -123,7 +510,17 @@ def test_uncached_repo_id_is_an_error_with_the_fetch_command(tiny_flux, tmp_path
         FluxEngine(flux_config(tiny_flux, **{"flux.model": "black-forest-labs/FLUX.1-dev"}))
     message = str(err.value)
     assert "not in the Hugging Face cache" in message and "hf download black-forest-labs/FLUX.1-dev" in message
-    assert "--allow-download" in message
+    assert '--include "transformer/*"' in message and "--allow-download" in message
+
+
+# --- end to end ---------------------------------------------------------------------------------------------
+
+
+def test_sr_init_uses_the_sr_engine(tiny_flux):
+    engine = FluxEngine(flux_config(tiny_flux, **{"flux.init": "sr"}))
+    engine.upscale(FRAME, (64, 48))
+    init = engine.stages()[0]
+    assert init.name == "stage 0: sr" and not np.array_equal(init.image, resize_rgb(FRAME, 64, 48))
 
 
 def test_prompt_is_encoded_once_per_clip(tiny_flux, tmp_path):
@@ -131,9 +528,9 @@ def test_prompt_is_encoded_once_per_clip(tiny_flux, tmp_path):
 
     engine = FluxEngine(flux_config(tiny_flux))
     calls = []
-    engine.stage1.text_encoder_2.register_forward_hook(lambda *a: calls.append(1))
+    engine.components.text_encoder_2.register_forward_hook(lambda *a: calls.append(1))
     clip = make_clip(tmp_path / "in.mp4", frames=3, size=(40, 30))
-    upscale_video(clip, tmp_path / "out.mp4", flux_config(tiny_flux, quiet=True), engine=engine)
+    upscale_video(clip, tmp_path / "out.mp4", flux_config(tiny_flux), engine=engine)
     assert len(calls) == 1 and engine.prompt_encodings == 1
 
 
@@ -145,7 +542,7 @@ def test_cli_end_to_end_on_a_ten_frame_clip_with_audio(tiny_flux, tmp_path):
     result = CliRunner().invoke(main, [
         "upscale", str(clip), str(out), "--engine", "flux", "--flux-model", str(tiny_flux["base"]),
         "--controlnet", str(tiny_flux["controlnet"]), "--steps", "2", "--stage2-steps", "2", "--size", "64",
-        "--offload", "none", "--prompt", "", "--seed", "3", "-q"])
+        "--prompt", "", "--seed", "3", "-q"])
     assert result.exit_code == 0, result.output
     with av.open(str(out)) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (64, 48)
@@ -156,79 +553,5 @@ def test_cli_end_to_end_on_a_ten_frame_clip_with_audio(tiny_flux, tmp_path):
 def test_paper_preset_is_the_published_pipeline():
     config = load_config(Path(__file__).resolve().parent.parent / "configs" / "paper.toml")
     f = config.flux
-    assert config.engine == "flux" and config.size == "1024" and f.init == "lanczos"
-    assert f.strength == 0.75 and f.conditioning_scale == 0.6 and f.offload == "model" and f.steps == 28
-
-
-def test_seeded_latents_have_the_right_shape_and_noise_level(engine):
-    import torch
-
-    from vidup.temporal.seeding import denoising_steps, encode_image, noised_packed_latents, start_timestep
-
-    pipe = engine.stage1
-    start = encode_image(pipe, pattern(1, 64, 48), torch.Generator().manual_seed(0))
-    assert start.shape == (1, 16, 6, 8)  # VAE x8
-    noise = torch.randn(start.shape, generator=torch.Generator().manual_seed(1))
-    timestep, steps = start_timestep(pipe, 28, 0.4, 48, 64, "cpu")
-    assert steps == denoising_steps(28, 0.4) == 12
-    packed = noised_packed_latents(pipe, start, noise, timestep)
-    assert packed.shape == (1, 3 * 4, 64)  # 2x2 patches of 16 channels
-    sigma = float(timestep) / 1000.0
-    expected = pipe._pack_latents((1 - sigma) * start + sigma * noise, 1, 16, 6, 8)
-    assert torch.allclose(packed, expected, atol=1e-5) and 0.2 < sigma < 0.7
-
-
-@pytest.mark.parametrize("noise_mode", ["fixed", "warped"])
-def test_seeding_propagates_with_fewer_steps_and_keyframes_restore_full_strength(tiny_flux, noise_mode):
-    from vidup.runner import Upscaler
-
-    config = flux_config(tiny_flux, **{"flux.steps": 8, "flux.stage2_steps": 8, "temporal.flux_strength": 0.25,
-                                       "temporal.keyframe_interval": 3, "temporal.flux_noise": noise_mode})
-    upscaler = Upscaler(config, FluxEngine(config))
-    frames = [np.roll(pattern(0, 40, 30), shift, axis=1) for shift in range(5)]  # a slow pan
-    records = []
-    for frame in frames:
-        upscaler.upscale_frame(frame)
-        records.append(dict(upscaler.engine.last_frame))
-    assert [r["propagated"] for r in records] == [False, True, True, False, True]
-    key, propagated = records[0]["steps"], records[1]["steps"]
-    from vidup.temporal.seeding import denoising_steps
-
-    assert key == denoising_steps(8, 0.75) + denoising_steps(8, 0.5)
-    assert propagated == 2 * denoising_steps(8, 0.25) and propagated < key
-    upscaler.reset()  # a declared cut
-    upscaler.upscale_frame(frames[0])
-    assert upscaler.engine.last_frame["propagated"] is False
-
-
-def test_a_frame_the_flow_explains_too_little_of_is_a_keyframe(tiny_flux):
-    from vidup.runner import Upscaler
-
-    frames = [np.roll(pattern(0, 40, 30), shift, axis=1) for shift in range(2)]  # a pan: the wrapped edge is new
-    seen = {}
-    for min_trusted in (0.0, 0.99):
-        config = flux_config(tiny_flux, **{"flux.steps": 8, "flux.stage2_steps": 8,
-                                           "temporal.flux_min_trusted": min_trusted})
-        upscaler = Upscaler(config, FluxEngine(config))
-        records = []
-        for frame in frames:
-            upscaler.upscale_frame(frame)
-            records.append(dict(upscaler.engine.last_frame))
-        seen[min_trusted] = records
-    assert seen[0.0][0]["trusted"] is None and 0.5 < seen[0.0][1]["trusted"] < 0.99  # mostly explained, not all
-    assert [r["propagated"] for r in seen[0.0]] == [False, True]
-    assert [r["propagated"] for r in seen[0.99]] == [False, False]
-    assert seen[0.99][1]["steps"] == seen[0.99][0]["steps"] > seen[0.0][1]["steps"]
-
-
-def test_seeding_lowers_warping_error_against_unseeded(tiny_flux):
-    from vidup.metrics import evaluate
-    from vidup.runner import Upscaler
-
-    frames = [np.roll(pattern(0, 40, 30), shift, axis=1) for shift in range(6)]
-    ewarp = {}
-    for enabled in (False, True):
-        config = flux_config(tiny_flux, **{"temporal.enabled": enabled, "flux.steps": 8, "flux.stage2_steps": 8})
-        outputs = list(Upscaler(config, FluxEngine(config)).upscale(frames))
-        ewarp[enabled] = evaluate(outputs, inputs=frames).ewarp_x1e3
-    assert ewarp[True] < ewarp[False]
+    assert config.engine == "flux" and config.size == "1024" and f.init == "lanczos" and f.control_image == "stage1"
+    assert f.strength == 0.75 and f.conditioning_scale == 0.6 and f.steps == 28 and f.offload == "auto"

@@ -8,7 +8,7 @@ import sys
 import click
 
 from vidup import __version__
-from vidup.config import CODECS, X26X_PRESETS, load_config
+from vidup.config import CACHE_KINDS, CODECS, CONTROL_IMAGES, OFFLOAD_MODES, X26X_PRESETS, load_config
 from vidup.errors import ConfigError, VidupError
 
 
@@ -63,9 +63,14 @@ def engine_options(func):
         click.option("--guidance", type=float, help="FLUX guidance (3.5)."),
         click.option("--prompt", help="FLUX prompt; empty allowed."),
         click.option("--seed", type=int, help="FLUX seed."),
-        click.option("--offload", type=click.Choice(["none", "model", "sequential", "group"]), help="FLUX CPU offload."),
-        click.option("--cache", type=click.Choice(["none", "first-block", "taylorseer"]), help="FLUX step cache."),
+        click.option("--offload", type=click.Choice(OFFLOAD_MODES),
+                     help="FLUX memory: auto (from free GPU memory), none, model, sequential."),
+        click.option("--cache", type=click.Choice(CACHE_KINDS), help="FLUX step cache."),
         click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the FLUX transformer."),
+        click.option("--control-image", type=click.Choice(CONTROL_IMAGES),
+                     help="FLUX stage 2 control: stage1 (the paper) or input (resized, the upscaler's card)."),
+        click.option("--turbo-lora", help="Few-step LoRA for propagated frames, as path[:scale]."),
+        click.option("--turbo-steps", type=int, help="Steps for propagated frames with --turbo-lora (8)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -84,7 +89,8 @@ def build_config(config_file=None, **flags):
         "steps": "flux.steps", "stage2_strength": "flux.stage2_strength", "stage2_steps": "flux.stage2_steps",
         "conditioning_scale": "flux.conditioning_scale", "guidance": "flux.guidance", "prompt": "flux.prompt",
         "seed": "flux.seed", "offload": "flux.offload", "cache": "flux.cache", "compile_": "flux.compile",
-        "temporal": "temporal.enabled",
+        "temporal": "temporal.enabled", "control_image": "flux.control_image", "turbo_lora": "flux.turbo_lora",
+        "turbo_steps": "flux.turbo_steps",
     }
     overrides = {keys[name]: value for name, value in flags.items()
                  if value is not None and value != () and name in keys}

@@ -30,9 +30,11 @@ class SRConfig:
     tile_pad: int = 16  # context pixels around each tile so seams do not show
 
 
-OFFLOAD_MODES = ("none", "model", "sequential", "group")
+OFFLOAD_MODES = ("auto", "none", "model", "sequential")
 CACHE_KINDS = ("none", "first-block", "taylorseer")
 FLUX_INITS = ("lanczos", "sr")
+CONTROL_IMAGES = ("stage1", "input")
+NOISE_MODES = ("transported", "fixed")
 
 
 @dataclass
@@ -45,18 +47,30 @@ class FluxConfig:
     allow_download: bool = False  # fetch missing weights from the hub (never by default)
     init: str = "lanczos"  # stage 0: lanczos (the paper) or sr (the feed-forward engine as pre-upscaler)
     prompt: str = "a sharp, detailed professional football broadcast, players in team kits, grass pitch, crowd"
+    max_sequence_length: int = 512  # T5 tokens (FLUX.1-dev was trained with 512)
     seed: int = 0
     strength: float = 0.75  # stage 1 img2img strength (the paper's 0.75)
     steps: int = 28
     guidance: float = 3.5
     conditioning_scale: float = 0.6  # stage 2 ControlNet strength (the paper: 0.5-0.65)
+    control_image: str = "stage1"  # stage 2 control: the stage-1 result (the paper) or the input resized (the card)
     stage2_strength: float = 0.4
     stage2_steps: int = 28
-    offload: str = "model"  # none | model | sequential | group (ignored on CPU)
-    vae_tiling: bool = True  # decode large outputs in tiles to bound memory
-    cache: str = "none"  # none | first-block | taylorseer (diffusers cache hooks)
-    cache_threshold: float = 0.2  # first-block: relative change under which a step is reused
-    compile: bool = False  # torch.compile the transformer (pays off after a few frames)
+    # Memory: auto picks from the device's free memory: none (every weight resident), model (text encoders leave
+    # once the prompt is encoded; the denoising set stays resident), sequential (blocks stream in per step).
+    offload: str = "auto"
+    working_gib_per_mpix: float = 4.0  # planning margin for activations and the VAE per output megapixel
+    reserve_gib: float = 2.0  # planning margin for the CUDA context, allocator slack and other processes
+    vae_tiling: bool = True  # encode/decode large images in tiles to bound memory
+    cache: str = "none"  # none | first-block | taylorseer: reuse transformer work between steps
+    cache_threshold: float = 0.2  # first-block: relative change of the first block's residual under which a step is reused
+    taylorseer_interval: int = 5  # taylorseer: predicted steps between full computations
+    taylorseer_warmup: int = 3  # taylorseer: steps always computed at the start of each stage
+    compile: bool = False  # torch.compile the transformer's repeated blocks (pays off after a few frames)
+    compile_backend: str = "inductor"
+    # A distilled few-step LoRA (e.g. FLUX.1-Turbo-Alpha) used on propagated frames only, with its own step count.
+    turbo_lora: str | None = None  # "path[:scale]"
+    turbo_steps: int = 8
 
 
 @dataclass
@@ -69,10 +83,14 @@ class TemporalConfig:
     shot_threshold: float = 27.0  # content change (0-255) that starts a new shot
     sr_strength: float = 1.0  # SR engine: share of the warped previous output's high frequencies taken
     sr_sigma: float = 1.5  # SR engine: Gaussian sigma (output px) splitting low from high frequencies
-    flux_strength: float = 0.4  # FLUX: noise level propagated frames restart from (keyframes use full strength)
-    flux_noise: str = "fixed"  # FLUX: fixed (same noise every frame) | warped (noise follows the flow)
-    keyframe_interval: int = 12  # FLUX: a full-strength frame every N frames (and at every cut)
-    flux_min_trusted: float = 0.5  # FLUX: propagate only if the flow trusts this share of the frame, else a keyframe
+    # FLUX propagation (differential diffusion): trusted pixels stay pinned to the warped previous result, noised to
+    # the current sigma, until the schedule falls below these strengths; untrusted pixels start at the keyframe's.
+    flux_strength: float = 0.4  # stage 1 hand-off strength on propagated frames
+    flux_stage2_strength: float = 0.25  # stage 2 hand-off strength on propagated frames
+    new_content_steps: int = 3  # steps from the keyframe strength down to the hand-off where content is new
+    flux_noise: str = "transported"  # transported (follows the flow, stays white) | fixed (screen-fixed)
+    keyframe_interval: int = 0  # FLUX: also a keyframe every N frames of a shot (0: only at cuts)
+    flux_min_trusted: float = 0.2  # FLUX: a frame whose flow trusts less than this share is a keyframe
     color_fix: str = "wavelet"  # FLUX: anchor outputs to the input's low frequencies: wavelet | adain | none
 
 
@@ -134,39 +152,63 @@ class VidupConfig:
     def _validate_temporal(self) -> None:
         t = self.temporal
         checks = (("flow_preset", t.flow_preset, ("ultrafast", "fast", "medium")),
-                  ("flux_noise", t.flux_noise, ("fixed", "warped")),
+                  ("flux_noise", t.flux_noise, NOISE_MODES),
                   ("color_fix", t.color_fix, ("wavelet", "adain", "none")))
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ConfigError(f"temporal.{name} must be one of {', '.join(allowed)}, got '{value}'")
         for name, value in (("sr_strength", t.sr_strength), ("flux_strength", t.flux_strength),
+                            ("flux_stage2_strength", t.flux_stage2_strength),
                             ("photometric_threshold", t.photometric_threshold),
                             ("flux_min_trusted", t.flux_min_trusted)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"temporal.{name} must be between 0 and 1, got {value}")
-        if t.keyframe_interval < 1:
-            raise ConfigError("temporal.keyframe_interval must be at least 1")
+        if t.keyframe_interval < 0:
+            raise ConfigError("temporal.keyframe_interval must be 0 (keyframes only at cuts) or a frame count")
+        if t.new_content_steps < 1:
+            raise ConfigError("temporal.new_content_steps must be at least 1")
 
     def _validate_flux(self) -> None:
-        flux = self.flux
+        from vidup.engines.flux.schedule import denoising_steps
+
+        flux, temporal = self.flux, self.temporal
         for name, value, low, high in (("strength", flux.strength, 0.0, 1.0),
                                        ("stage2_strength", flux.stage2_strength, 0.0, 1.0),
                                        ("conditioning_scale", flux.conditioning_scale, 0.0, 2.0),
-                                       ("guidance", flux.guidance, 0.0, 30.0)):
+                                       ("guidance", flux.guidance, 0.0, 30.0),
+                                       ("cache_threshold", flux.cache_threshold, 0.0, 10.0)):
             if not low <= value <= high:
                 raise ConfigError(f"flux.{name} must be between {low} and {high}, got {value}")
-        for name, steps in (("steps", flux.steps), ("stage2_steps", flux.stage2_steps)):
+        for name, steps in (("steps", flux.steps), ("stage2_steps", flux.stage2_steps),
+                            ("turbo_steps", flux.turbo_steps)):
             if not 1 <= steps <= 200:
                 raise ConfigError(f"flux.{name} must be between 1 and 200, got {steps}")
         for name, value, allowed in (("offload", flux.offload, OFFLOAD_MODES), ("cache", flux.cache, CACHE_KINDS),
-                                     ("init", flux.init, FLUX_INITS)):
+                                     ("init", flux.init, FLUX_INITS), ("control_image", flux.control_image, CONTROL_IMAGES)):
             if value not in allowed:
                 raise ConfigError(f"flux.{name} must be one of {', '.join(allowed)}, got '{value}'")
-        if int(flux.steps * flux.strength) < 1:
-            raise ConfigError(f"flux.steps x flux.strength must leave at least one step ({flux.steps} x {flux.strength})")
-        for spec in flux.loras:
-            from vidup.engines.flux_weights import parse_lora_spec
+        if not 1 <= flux.max_sequence_length <= 512:
+            raise ConfigError(f"flux.max_sequence_length must be between 1 and 512, got {flux.max_sequence_length}")
+        if flux.taylorseer_interval < 1 or flux.taylorseer_warmup < 0:
+            raise ConfigError("flux.taylorseer_interval must be >= 1 and flux.taylorseer_warmup >= 0")
+        if flux.working_gib_per_mpix < 0 or flux.reserve_gib < 0:
+            raise ConfigError("flux.working_gib_per_mpix and flux.reserve_gib must be >= 0")
+        # The pipelines' own rule (img2img runs steps - int(steps - steps * strength) steps): a setting that leaves
+        # none would crash on an empty schedule after the weights load, so it is refused here.
+        runs = [("flux.steps x flux.strength", flux.steps, flux.strength),
+                ("flux.stage2_steps x flux.stage2_strength", flux.stage2_steps, flux.stage2_strength)]
+        if temporal.enabled:
+            propagated_steps = flux.turbo_steps if flux.turbo_lora else None
+            runs += [("flux.steps x temporal.flux_strength", propagated_steps or flux.steps, temporal.flux_strength),
+                     ("flux.stage2_steps x temporal.flux_stage2_strength", propagated_steps or flux.stage2_steps,
+                      temporal.flux_stage2_strength)]
+        for what, steps, strength in runs:
+            if denoising_steps(steps, strength) < 1:
+                raise ConfigError(f"{what} leaves no denoising step ({steps} x {strength}); raise the strength or the "
+                                  "step count")
+        from vidup.engines.flux.weights import parse_lora_spec
 
+        for spec in flux.loras + ([flux.turbo_lora] if flux.turbo_lora else []):
             parse_lora_spec(spec)
 
 

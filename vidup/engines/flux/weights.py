@@ -12,9 +12,13 @@ from pathlib import Path
 
 from vidup.errors import ConfigError, ModelNotFoundError
 
-BASE_PARTS = ("model_index.json", "transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2",
-              "scheduler")
+BASE_PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 CONTROLNET_PARTS = ("config.json",)
+# What a download fetches: only the diffusers folders vidup loads. FLUX.1-dev's repo also holds a 24 GB single-file
+# checkpoint (flux1-dev.safetensors) and the autoencoder again (ae.safetensors) that vidup never reads.
+BASE_PATTERNS = ["model_index.json"] + [f"{part}/*" for part in BASE_PARTS]
+CONTROLNET_PATTERNS = ["config.json", "*.safetensors"]
+LORA_PATTERNS = ["*.safetensors"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -34,10 +38,11 @@ def _cache_dir() -> str:
     return constants.HF_HUB_CACHE
 
 
-def _fetch_hint(repo_id: str, component: str) -> str:
+def _fetch_hint(repo_id: str, component: str, patterns: list[str] | None) -> str:
     gated = " (FLUX.1-dev is gated: accept its licence on the Hub and run `hf auth login` first)" if "FLUX.1-dev" in repo_id else ""
-    return (f"fetch it with `hf download {repo_id} --local-dir models/{repo_id.split('/')[-1]}` and pass that folder "
-            f"as {component}, or rerun with --allow-download{gated}")
+    include = "".join(f' --include "{p}"' for p in patterns or ())
+    return (f"fetch it with `hf download {repo_id}{include} --local-dir models/{repo_id.split('/')[-1]}` and pass that "
+            f"folder as {component}, or rerun with --allow-download{gated}")
 
 
 def _check_parts(folder: Path, parts: tuple[str, ...], component: str, flag: str) -> Path:
@@ -53,8 +58,10 @@ def _check_parts(folder: Path, parts: tuple[str, ...], component: str, flag: str
     return folder
 
 
-def resolve_model_dir(spec: str, component: str, flag: str, parts: tuple[str, ...], allow_download: bool) -> Path:
-    """A local folder for `spec` (a path or a Hub repo id), checked for the files `component` needs."""
+def resolve_model_dir(spec: str, component: str, flag: str, parts: tuple[str, ...], allow_download: bool,
+                      patterns: list[str] | None = None) -> Path:
+    """A local folder for `spec` (a path or a Hub repo id), checked for the files `component` needs. A download
+    (only with `allow_download`) fetches just `patterns`."""
     path = Path(spec).expanduser()
     if path.exists():
         return _check_parts(path, parts, component, flag)
@@ -64,11 +71,11 @@ def resolve_model_dir(spec: str, component: str, flag: str, parts: tuple[str, ..
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        folder = snapshot_download(spec, local_files_only=not allow_download)
+        folder = snapshot_download(spec, local_files_only=not allow_download, allow_patterns=patterns)
     except LocalEntryNotFoundError:
         raise ModelNotFoundError(
             f"{component} '{spec}' is not a local folder and not in the Hugging Face cache ({_cache_dir()}); "
-            + _fetch_hint(spec, flag)
+            + _fetch_hint(spec, flag, patterns)
         ) from None
     except (HfHubHTTPError, OSError) as exc:
         raise ModelNotFoundError(f"{component} '{spec}' could not be downloaded: {exc}") from None
@@ -85,5 +92,5 @@ def resolve_lora(spec: str, allow_download: bool) -> tuple[Path, float]:
         if not files:
             raise ModelNotFoundError(f"LoRA: {path} holds no .safetensors file")
         return files[0], scale
-    folder = resolve_model_dir(path_text, "LoRA", "--lora", (), allow_download)
+    folder = resolve_model_dir(path_text, "LoRA", "--lora", (), allow_download, LORA_PATTERNS)
     return resolve_lora(str(folder), allow_download)[0], scale

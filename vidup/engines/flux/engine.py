@@ -1,0 +1,368 @@
+"""The two-stage FLUX upscaler (Multi-Stage Generative Upscaler, arXiv 2503.11181) on components the engine owns.
+
+    stage 0  the input resized to the target (Lanczos, the paper; or the SR engine as a pre-upscaler)
+    stage 1  img2img at strength ~0.75 from the resized frame rebuilds structure
+    stage 2  the ControlNet upscaler, conditioned on and started from the stage-1 result (conditioning 0.5-0.65),
+             restores texture
+
+A keyframe runs exactly what `FluxImg2ImgPipeline` and `FluxControlNetImg2ImgPipeline` run (the tests compare
+them); the loop itself is vidup's (`sampler.py`), so propagated frames can pin trusted content to the warped
+previous result per pixel, and every step is visible to a callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import cv2
+import numpy as np
+import torch
+
+from vidup.device import Placement, choose_placement
+from vidup.engines.base import StageOutput
+from vidup.engines.flux import latents as lat
+from vidup.engines.flux.cache import make_cache
+from vidup.engines.flux.components import FluxComponents, component_dtypes, encode_prompt, load_lora
+from vidup.engines.flux.memory import MemoryPlan, Placer, choose_memory_plan, free_device_memory, working_bytes
+from vidup.engines.flux.noise import TransportedNoise, fresh_noise, keyframe_noise
+from vidup.engines.flux.sampler import Pin, Step, sample_euler, start
+from vidup.engines.flux.schedule import Plan, Schedules, image_seq_len, start_index
+from vidup.engines.flux.weights import (BASE_PARTS, BASE_PATTERNS, CONTROLNET_PARTS, CONTROLNET_PATTERNS, resolve_lora,
+                                        resolve_model_dir)
+from vidup.errors import ConfigError
+from vidup.sizing import SIZE_MULTIPLE, resize_rgb
+from vidup.temporal.flow import consistent_flow, upsample_flow
+from vidup.temporal.seeding import COLOR_FIXES
+
+if TYPE_CHECKING:
+    from vidup.config import VidupConfig
+    from vidup.temporal.state import TemporalPrior
+
+log = logging.getLogger(__name__)
+STAGES = ("stage1", "stage2")
+FULLY_TRUSTED = 1 - 1e-3  # confidence at or above this counts as fully trusted (feathering leaves 0.9999...)
+
+
+@dataclass
+class Conditioning:
+    """Everything a denoising step needs besides the latents and sigma, for one output size."""
+
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+    txt_ids: torch.Tensor
+    img_ids: torch.Tensor
+    guidance: torch.Tensor | None
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0, 1) * 255.0).round().astype(np.uint8)
+
+
+class FluxEngine:
+    name = "flux"
+
+    def __init__(self, config: "VidupConfig", components: FluxComponents | None = None):
+        self.config = config
+        self.flux = flux = config.flux
+        # bf16 on accelerators; float32 on CPU, where bf16 diffusion is slow and loses detail.
+        self.placement: Placement = choose_placement(config.device, config.precision, cpu_bf16=False)
+        if self.placement.dtype == torch.float16:
+            log.warning("fp16 FLUX can overflow; bf16 is the precision it was trained in (T5 runs in bf16/fp32)")
+        # Resolve every file before loading any weight, so a missing one fails fast and names itself.
+        self.lora_files = [resolve_lora(spec, flux.allow_download) for spec in flux.loras]
+        self.turbo_file = resolve_lora(flux.turbo_lora, flux.allow_download) if flux.turbo_lora else None
+        if components is None:
+            base_dir = resolve_model_dir(flux.model, "FLUX base model", "--flux-model", BASE_PARTS,
+                                         flux.allow_download, BASE_PATTERNS)
+            controlnet_dir = resolve_model_dir(flux.controlnet, "FLUX ControlNet upscaler", "--controlnet",
+                                               CONTROLNET_PARTS, flux.allow_download, CONTROLNET_PATTERNS)
+            components = FluxComponents.load(base_dir, controlnet_dir,
+                                             component_dtypes(self.placement.dtype, self.placement.device))
+        self.components = components
+        self.codec = lat.VaeCodec(components.vae)
+        self.schedules = Schedules(components.scheduler_config)
+        self._adapters = self._load_loras()
+        self._active_adapters: tuple | None = None
+        self.placer: Placer | None = None
+        self.prompt = None
+        self.prompt_encodings = 0  # the text encoders run once per clip
+        self.cache = None
+        self._conditioning: dict[tuple[int, int], Conditioning] = {}
+        self._pre_upscaler = None
+        if flux.init == "sr":
+            from vidup.engines.sr import SREngine
+
+            self._pre_upscaler = SREngine.from_config(config)
+        self.steps_run = dict.fromkeys(STAGES, 0)
+        self.frames = {"keyframe": 0, "propagated": 0}
+        self.steps_by_kind = {"keyframe": 0, "propagated": 0}
+        self.last_frame: dict = {}
+        self.on_step: Callable[[str, Step], None] | None = None  # per-step observer (tests, previews)
+        self._stages: list[StageOutput] = []
+        self._extras: dict = {}
+
+    # --- once per engine ------------------------------------------------------------------------------------
+
+    def _load_loras(self) -> dict[str, list]:
+        names, scales = [], []
+        for i, (path, scale) in enumerate(self.lora_files):
+            load_lora(self.components.transformer, path, f"lora{i}")
+            names.append(f"lora{i}")
+            scales.append(scale)
+        adapters = {"keyframe": [names, scales], "propagated": [list(names), list(scales)]}
+        if self.turbo_file is not None:
+            path, scale = self.turbo_file
+            load_lora(self.components.transformer, path, "turbo")
+            adapters["propagated"][0].append("turbo")
+            adapters["propagated"][1].append(scale)
+        return adapters
+
+    def _activate(self, kind: str) -> None:
+        """Switch LoRA adapters per frame kind (the turbo LoRA on propagated frames only). Cheap: it sets scales
+        and the active list; compiled blocks keep one graph per kind."""
+        if not self.lora_files and self.turbo_file is None:
+            return
+        names, scales = self._adapters[kind]
+        key = (tuple(names), tuple(scales))
+        if key == self._active_adapters:
+            return
+        transformer = self.components.transformer
+        if names:
+            transformer.enable_lora()
+            transformer.set_adapters(names, scales)
+        else:
+            transformer.disable_lora()
+        self._active_adapters = key
+
+    def planning_size(self) -> tuple[int, int]:
+        spec = self.config.size_spec
+        if spec.width is not None:
+            return spec.width, spec.height
+        side = spec.long_side or 1024
+        return side, side
+
+    def prepare(self, size: tuple[int, int] | None = None, free_memory: int | None = None,
+                plan: MemoryPlan | None = None) -> None:
+        """Place the components, encode the clip's prompt, set up cache and compile. Runs once, before the first
+        frame (or earlier, to report the plan). `free_memory` overrides the device's free bytes, `plan` the
+        plan itself."""
+        if self.placer is not None:
+            return
+        flux, device = self.flux, self.placement.device
+        width, height = size or self.planning_size()
+        free = free_memory if free_memory is not None else free_device_memory(device)
+        plan = plan or choose_memory_plan(flux.offload, device, self.components.sizes(),
+                                          working_bytes(width, height, flux.working_gib_per_mpix), free,
+                                          int(flux.reserve_gib * 2**30))
+        log.info("FLUX memory plan: %s (%s)", plan.offload, plan.reason)
+        self.placer = Placer(self.components.modules(), plan, device)
+        self.placer.prompt_phase()
+        self.prompt = encode_prompt(self.components, flux.prompt, flux.max_sequence_length)
+        self.prompt_encodings += 1
+        self.placer.denoise_phase()
+        if flux.vae_tiling:
+            self.components.vae.enable_tiling()
+        transformer = self.components.transformer
+        self.cache = make_cache(flux.cache, transformer, flux.cache_threshold, flux.taylorseer_interval,
+                                flux.taylorseer_warmup)
+        if flux.compile:
+            transformer.compile_repeated_blocks(fullgraph=False, dynamic=False, backend=flux.compile_backend)
+
+    @property
+    def active_adapters(self) -> list[str]:
+        return list(self._active_adapters[0]) if self._active_adapters else []
+
+    @property
+    def memory_plan(self):
+        return None if self.placer is None else self.placer.plan
+
+    def conditioning(self, latent_h: int, latent_w: int) -> Conditioning:
+        key = (latent_h, latent_w)
+        if key not in self._conditioning:
+            transformer = self.components.transformer
+            device, dtype = self.codec.device, transformer.dtype
+            guidance = (torch.full([1], self.flux.guidance, device=device, dtype=torch.float32)
+                        if self.components.guidance_embeds else None)
+            tokens = self.prompt.tokens.to(device, dtype)
+            self._conditioning[key] = Conditioning(
+                tokens=tokens, pooled=self.prompt.pooled.to(device, dtype),
+                txt_ids=torch.zeros(tokens.shape[1], 3, device=device, dtype=dtype),
+                img_ids=lat.image_ids(latent_h, latent_w, device, dtype), guidance=guidance)
+        return self._conditioning[key]
+
+    # --- denoising ------------------------------------------------------------------------------------------
+
+    def denoiser(self, cond: Conditioning, control: torch.Tensor | None = None):
+        """velocity(x, sigma) for stage 1 (control None) or stage 2 (control: packed control latents)."""
+        transformer, controlnet = self.components.transformer, self.components.controlnet
+        dtype, scale = transformer.dtype, self.flux.conditioning_scale
+        control_guidance = cond.guidance if controlnet.config.guidance_embeds else None
+
+        def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            hidden = x.to(dtype)
+            timestep = (sigma * 1000).expand(x.shape[0]).to(x.device, dtype) / 1000  # as the pipelines round it
+            common = dict(timestep=timestep, pooled_projections=cond.pooled, encoder_hidden_states=cond.tokens,
+                          txt_ids=cond.txt_ids, img_ids=cond.img_ids, return_dict=False)
+            residuals = {}
+            if control is not None:
+                blocks, singles = controlnet(hidden_states=hidden, controlnet_cond=control, controlnet_mode=None,
+                                             conditioning_scale=scale, guidance=control_guidance, **common)
+                residuals = dict(controlnet_block_samples=blocks, controlnet_single_block_samples=singles,
+                                 controlnet_blocks_repeat=False)
+            return transformer(hidden_states=hidden, guidance=cond.guidance, **common, **residuals)[0]
+
+        return velocity
+
+    def run_stage(self, stage: str, plan: Plan, clean: torch.Tensor, noise: torch.Tensor,
+                  control: torch.Tensor | None = None, pin: Pin | None = None) -> torch.Tensor:
+        """One stage: `clean` (1, C, h, w) latents noised to the plan's first sigma, denoised to the last. `control`
+        (unpacked latents) selects stage 2. Returns unpacked latents."""
+        h, w = clean.shape[-2:]
+        cond = self.conditioning(h, w)
+        packed_control = None if control is None else lat.pack(control).to(self.components.controlnet.dtype)
+        x = start(lat.pack(clean.float()), lat.pack(noise.to(clean.device, torch.float32)), plan.sigmas, pin)
+
+        def on_step(step: Step) -> None:
+            self.steps_run[stage] += 1
+            if self.on_step is not None:
+                self.on_step(stage, step)
+
+        with self.cache.run(stage):
+            x = sample_euler(self.denoiser(cond, packed_control), x, plan.sigmas, pin=pin, callback=on_step)
+        return lat.unpack(x, h, w)
+
+    # --- propagation ----------------------------------------------------------------------------------------
+
+    def propagation(self, steps: int, strength: float, hand_off_strength: float, confidence: np.ndarray,
+                    target: torch.Tensor, noise: torch.Tensor) -> tuple[Plan, Pin]:
+        """Differential diffusion from a confidence map at latent resolution: fully trusted elements are held on
+        the noised `target` down to the hand-off sigma, untrusted ones are never held (they start from the current
+        frame at the keyframe's sigma), partly trusted ones are released in between."""
+        h, w = target.shape[-2:]
+        trust = np.clip(confidence, 0.0, 1.0)
+        trust[trust >= FULLY_TRUSTED] = 1.0
+        hand_off_strength = min(hand_off_strength, strength)
+        seq_len = (h // 2) * (w // 2)
+        plan = self.schedules.propagated(steps, strength, hand_off_strength, seq_len, new_content=bool((trust < 1).any()),
+                                         new_content_steps=self.config.temporal.new_content_steps)
+        full = self.schedules.full(steps, seq_len)
+        sigma_key = float(full[start_index(steps, strength)])
+        release = sigma_key - trust * (sigma_key - plan.hand_off)
+        release[trust <= 0] = np.inf
+        release_map = torch.from_numpy(release.astype(np.float32))[None, None].expand(1, target.shape[1], h, w)
+        device = target.device
+        pin = Pin(target=lat.pack(target.float()), noise=lat.pack(noise.to(device, torch.float32)),
+                  release=lat.pack(release_map.contiguous()).to(device))
+        return plan, pin
+
+    def _is_propagated(self, prior: "TemporalPrior | None") -> bool:
+        temporal = self.config.temporal
+        if prior is None or not temporal.enabled or "stage1" not in prior.extras:
+            return False
+        if temporal.keyframe_interval and prior.index_in_shot % temporal.keyframe_interval == 0:
+            return False
+        # One frame that the previous explains too little of (a missed cut, a flash) starts over.
+        return prior.flows.trusted_fraction >= temporal.flux_min_trusted
+
+    def _noise(self, shape, prior: "TemporalPrior | None", propagated: bool) -> tuple[dict, dict, int]:
+        """Per-stage noise for this frame, the transported fields to carry on, and propagated frames since the
+        last keyframe."""
+        seed, mode = self.flux.seed, self.config.temporal.flux_noise
+        if not propagated or mode == "fixed":
+            noises = {stage: keyframe_noise(shape, seed, i) for i, stage in enumerate(STAGES)}
+            return noises, {stage: TransportedNoise.start(n) for stage, n in noises.items()}, 0
+        since = prior.extras["since_key"] + 1
+        h, w = shape[-2:]
+        flow = upsample_flow(prior.flows.prev_to_cur, w, h)
+        visible = consistent_flow(prior.flows.prev_to_cur, prior.flows.cur_to_prev).astype(np.float32)
+        valid = cv2.resize(visible, (w, h), interpolation=cv2.INTER_AREA) > 0.5
+        fields = {stage: prior.extras["noise"][stage].advance(flow, valid, fresh_noise(shape, seed, i, since))
+                  for i, stage in enumerate(STAGES)}
+        return {stage: f.noise for stage, f in fields.items()}, fields, since
+
+    # --- per frame ------------------------------------------------------------------------------------------
+
+    def check_inputs(self, frame: np.ndarray, size: tuple[int, int]) -> None:
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ConfigError(f"the flux engine takes HxWx3 uint8 RGB frames, got {frame.shape} {frame.dtype}")
+        if size[0] % SIZE_MULTIPLE or size[1] % SIZE_MULTIPLE:
+            raise ConfigError(f"flux output sides must be multiples of {SIZE_MULTIPLE} (VAE x8, 2x2 patches), got {size}")
+
+    def initial_image(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        if self._pre_upscaler is not None and max(frame.shape[:2]) < max(size):
+            return resize_rgb(self._pre_upscaler.super_resolve(frame), *size)
+        return resize_rgb(frame, *size)
+
+    def _latent_confidence(self, prior: "TemporalPrior", h: int, w: int) -> np.ndarray:
+        return cv2.resize(prior.flows.confidence.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+
+    @torch.inference_mode()
+    def upscale(self, frame: np.ndarray, size: tuple[int, int], prior: "TemporalPrior | None" = None) -> np.ndarray:
+        self.check_inputs(frame, size)
+        self.prepare(size)
+        flux, temporal = self.flux, self.config.temporal
+        propagated = self._is_propagated(prior)
+        kind = "propagated" if propagated else "keyframe"
+        self._activate(kind)
+        anchor = COLOR_FIXES[temporal.color_fix if temporal.enabled else "none"]
+        steps_before, encodes_before = sum(self.steps_run.values()), self.codec.encodes
+        steps1 = flux.turbo_steps if propagated and self.turbo_file else flux.steps
+        steps2 = flux.turbo_steps if propagated and self.turbo_file else flux.stage2_steps
+
+        # 0. the starting image at the target size, and its latents
+        t0 = time.perf_counter()
+        init = self.initial_image(frame, size)
+        z_init = self.codec.encode(init)
+        h, w = z_init.shape[-2:]
+        seq_len = image_seq_len(size[1], size[0], self.codec.scale_factor)
+        noises, fields, since = self._noise(z_init.shape, prior, propagated)
+        confidence = self._latent_confidence(prior, h, w) if propagated else None
+        t1 = time.perf_counter()
+
+        # 1. img2img rebuilds structure; trusted content is held on the warped previous stage-1 result
+        if propagated:
+            target = self.codec.encode(prior.warp(prior.extras["stage1"]))
+            plan, pin = self.propagation(steps1, flux.strength, temporal.flux_strength, confidence, target,
+                                         noises["stage1"])
+        else:
+            plan, pin = self.schedules.keyframe(steps1, flux.strength, seq_len), None
+        stage1 = anchor(to_uint8(self.codec.decode(self.run_stage("stage1", plan, z_init, noises["stage1"], pin=pin))),
+                        init)
+        t2 = time.perf_counter()
+
+        # 2. the ControlNet upscaler restores texture, conditioned on (and started from) the stage-1 result; one
+        #    encode serves as both the control and the start
+        z_stage1 = self.codec.encode(stage1)
+        control = z_stage1 if flux.control_image == "stage1" else z_init
+        if propagated:
+            target = self.codec.encode(prior.warped_output)
+            plan, pin = self.propagation(steps2, flux.stage2_strength, temporal.flux_stage2_strength, confidence,
+                                         target, noises["stage2"])
+        else:
+            plan, pin = self.schedules.keyframe(steps2, flux.stage2_strength, seq_len), None
+        final = anchor(to_uint8(self.codec.decode(self.run_stage("stage2", plan, z_stage1, noises["stage2"],
+                                                                 control=control, pin=pin))), init)
+        t3 = time.perf_counter()
+
+        steps = sum(self.steps_run.values()) - steps_before
+        self.frames[kind] += 1
+        self.steps_by_kind[kind] += steps
+        self.last_frame = {"kind": kind, "propagated": propagated, "steps": steps,
+                           "trusted": None if prior is None else prior.flows.trusted_fraction,
+                           "vae_encodes": self.codec.encodes - encodes_before}
+        self._extras = {"stage1": stage1, "noise": fields, "since_key": since}
+        suffix = " (propagated)" if propagated else ""
+        self._stages = [StageOutput(f"stage 0: {flux.init}", init, t1 - t0),
+                        StageOutput("stage 1: img2img" + suffix, stage1, t2 - t1),
+                        StageOutput("stage 2: ControlNet" + suffix, final, t3 - t2)]
+        return final
+
+    def temporal_extras(self) -> dict:
+        """What the next frame's prior carries: this frame's stage-1 result, its noise fields, frames since key."""
+        return dict(self._extras)
+
+    def stages(self) -> list[StageOutput]:
+        return list(self._stages)

@@ -1,0 +1,110 @@
+"""Where each FLUX component lives, decided once from the device's free memory, and carried out explicitly.
+
+    none        every component is moved to the device once; the text encoders leave after the clip's prompt
+    model       components come to the device by phase: the text encoders for the prompt (then leave), then the
+                denoising set (transformer, ControlNet, VAE), which stays for the whole clip
+    sequential  the transformer and the ControlNet stream in block by block on every step; the VAE stays
+
+In none and model no module moves while frames are processed: each is uploaded at most once per clip.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vidup.engines.flux.components import DENOISING_SET, TEXT_ENCODERS
+
+log = logging.getLogger(__name__)
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    offload: str  # none | model | sequential
+    reason: str
+
+
+def working_bytes(width: int, height: int, gib_per_mpix: float) -> int:
+    """Planning margin for activations (and the VAE) at an output size."""
+    return int(width * height / 1e6 * gib_per_mpix * GIB)
+
+
+def choose_memory_plan(requested: str, device: torch.device, sizes: dict[str, int], working: int,
+                       free: int | None, reserve: int) -> MemoryPlan:
+    """`sizes`: bytes of each component's weights; `working`: bytes of activations at the output size; `free`:
+    bytes free on the device now (None on CPU)."""
+    if device.type == "cpu":
+        return MemoryPlan("none", "CPU: every component stays in RAM")
+    if requested != "auto":
+        return MemoryPlan(requested, f"offload '{requested}' was requested")
+    budget = (free or 0) - reserve
+    text = sum(sizes[n] for n in TEXT_ENCODERS)
+    denoise = sum(sizes[n] for n in DENOISING_SET)
+    gib = lambda b: f"{b / GIB:.1f} GiB"  # noqa: E731
+    if text + denoise + working <= budget:
+        return MemoryPlan("none", f"all weights ({gib(text + denoise)}) and activations ({gib(working)}) fit in "
+                                  f"{gib(budget)}")
+    if max(text, denoise + working) <= budget:
+        return MemoryPlan("model", f"the denoising set ({gib(denoise)}) and activations ({gib(working)}) fit in "
+                                   f"{gib(budget)}, not with the text encoders ({gib(text)})")
+    return MemoryPlan("sequential", f"the denoising set ({gib(denoise)}) and activations ({gib(working)}) do not fit "
+                                    f"in {gib(budget)}: blocks stream in per step")
+
+
+def free_device_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    return None
+
+
+@dataclass
+class Placer:
+    """Carries out a plan. `moves` logs every (component, "device"|"host") transfer, so the plan can be checked
+    on any machine."""
+
+    modules: dict[str, nn.Module]
+    plan: MemoryPlan
+    device: torch.device
+    host: torch.device = torch.device("cpu")
+    moves: list[tuple[str, str]] = field(default_factory=list)
+    location: dict[str, str] = field(default_factory=dict)
+    streamed: bool = False
+
+    def __post_init__(self):
+        self.location = dict.fromkeys(self.modules, "host")
+        if self.plan.offload == "none":
+            self._move(list(self.modules), "device")
+
+    def _move(self, names, where: str) -> None:
+        for name in names:
+            if self.location[name] == where:
+                continue
+            self.modules[name].to(self.device if where == "device" else self.host)
+            self.location[name] = where
+            self.moves.append((name, where))
+        if where == "host" and self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def prompt_phase(self) -> None:
+        self._move(TEXT_ENCODERS, "device")
+
+    def denoise_phase(self) -> None:
+        """The text encoders leave; the denoising set arrives (or starts streaming). Idempotent."""
+        self._move(TEXT_ENCODERS, "host")
+        if self.plan.offload in ("none", "model"):
+            self._move(DENOISING_SET, "device")
+            return
+        self._move(["vae"], "device")
+        if not self.streamed:
+            from diffusers.hooks import apply_group_offloading
+
+            for name in ("transformer", "controlnet"):
+                apply_group_offloading(self.modules[name], onload_device=self.device, offload_device=self.host,
+                                       offload_type="block_level", num_blocks_per_group=1,
+                                       use_stream=self.device.type == "cuda")
+            self.streamed = True

@@ -1,0 +1,88 @@
+"""FLUX's flow-matching sigma schedules, made explicit.
+
+A schedule is a float32 tensor of sigmas from the first noise level down to 0 (one more entry than steps). The
+resolution-dependent shift is diffusers' own (`calculate_shift` and the scheduler's `set_timesteps`), so a
+keyframe's schedule is the one `FluxImg2ImgPipeline` runs; the slicing by strength is the pipelines' rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+
+def start_index(steps: int, strength: float) -> int:
+    """Where an img2img run of `steps` at `strength` enters the full schedule (diffusers' `get_timesteps`)."""
+    initial = min(steps * strength, steps)
+    return int(max(steps - initial, 0))
+
+
+def denoising_steps(steps: int, strength: float) -> int:
+    """How many steps an img2img run of (steps, strength) takes: 28 x 0.75 -> 21, 28 x 0.4 -> 12."""
+    return steps - start_index(steps, strength)
+
+
+def image_seq_len(height: int, width: int, vae_scale_factor: int = 8) -> int:
+    """Tokens of a (height, width) image: latents of 1/8 the size, packed 2x2."""
+    return (height // vae_scale_factor // 2) * (width // vae_scale_factor // 2)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One stage's schedule for one frame: the sigmas it runs and, on propagated frames, the hand-off sigma."""
+
+    sigmas: torch.Tensor  # float32, first noise level ... 0
+    hand_off: float | None = None  # trusted content is pinned down to this sigma (None: keyframe, nothing pinned)
+
+    @property
+    def steps(self) -> int:
+        return len(self.sigmas) - 1
+
+
+class Schedules:
+    """Schedules for one model: built from its scheduler config, cached per (steps, resolution)."""
+
+    def __init__(self, scheduler_config: dict):
+        self.scheduler_config = dict(scheduler_config)
+        self._full = lru_cache(maxsize=16)(self._compute_full)
+
+    def _compute_full(self, steps: int, seq_len: int) -> torch.Tensor:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        config = self.scheduler_config
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
+        mu = calculate_shift(seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                             config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+        return scheduler.sigmas.to(torch.float32).cpu()
+
+    def full(self, steps: int, seq_len: int) -> torch.Tensor:
+        """All `steps` sigmas of a text-to-image run, then 0 (steps + 1 values)."""
+        return self._full(steps, seq_len)
+
+    def keyframe(self, steps: int, strength: float, seq_len: int) -> Plan:
+        """The schedule an img2img pipeline runs for (steps, strength)."""
+        return Plan(self.full(steps, seq_len)[start_index(steps, strength):])
+
+    def propagated(self, steps: int, strength: float, hand_off_strength: float, seq_len: int, new_content: bool,
+                   new_content_steps: int) -> Plan:
+        """The cheapest schedule that still restores new content fully.
+
+        Trusted content needs only the steps below the hand-off; new content (disocclusions, players entering) must
+        start at the keyframe's noise level. Where there is new content, the stretch from the keyframe's sigma down to
+        the hand-off is crossed in `new_content_steps` even steps (high-noise steps settle layout, not detail, so few
+        suffice), then the keyframe's own steps continue below the hand-off. Without new content the run starts at
+        the hand-off."""
+        full = self.full(steps, seq_len)
+        first = start_index(steps, strength)
+        hand = max(start_index(steps, hand_off_strength), first)
+        if not new_content or hand == first:
+            return Plan(full[hand:], float(full[hand]))
+        if hand - first <= new_content_steps:
+            return Plan(full[first:], float(full[hand]))
+        high = torch.linspace(float(full[first]), float(full[hand]), new_content_steps + 1, dtype=torch.float32)
+        return Plan(torch.cat([high[:-1], full[hand:]]), float(full[hand]))
