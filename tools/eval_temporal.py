@@ -68,8 +68,12 @@ def evaluate_case(name, config_overrides, truth, lows, engine_factory=None, save
         report = evaluate(outputs, truth)
         row = {"clip": name, "engine": config.engine, "temporal": "on" if temporal else "off",
                "seconds_per_frame": seconds, **report.as_dict()}
-        if engine is not None and hasattr(engine, "steps_run"):
+        if engine is not None and hasattr(engine, "steps_by_kind"):
             row["steps_per_frame"] = sum(engine.steps_run.values()) / len(lows)
+            for kind in ("keyframe", "propagated"):
+                frames = engine.frames[kind]
+                row[f"{kind}_frames"] = frames
+                row[f"steps_per_{kind}"] = engine.steps_by_kind[kind] / frames if frames else None
         rows.append(row)
         if save:
             for i in save["frames"]:
@@ -105,18 +109,26 @@ def main() -> None:
             paths = build(Path(tmp))
             truth = [cv2.resize(f, (256, 144), interpolation=cv2.INTER_AREA) for f in sample_ground_truth(args.flux_frames)]
             overrides = {"engine": "flux", "flux.model": str(paths["base"]), "flux.controlnet": str(paths["controlnet"]),
-                         "flux.offload": "none", "flux.steps": 28, "flux.stage2_steps": 28}
+                         "flux.steps": 28, "flux.stage2_steps": 28}
             rows += evaluate_case("sample 256x144", overrides, truth, downscale(truth), engine_factory=FluxEngine)
 
-    print("| clip | engine | temporal | PSNR-Y | SSIM-Y | E_warp x1e-3 | tOF | flicker | s/frame | steps/frame |")
+    print("| clip | engine | temporal | PSNR-Y | SSIM-Y | E_warp x1e-3 | tOF | flicker | s/frame | steps/frame "
+          "(keyframes / propagated) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     def cell(value, fmt):
         return "-" if value is None else fmt.format(value)
 
+    def steps_cell(r):
+        if r.get("steps_per_frame") is None:
+            return "-"
+        split = (f"{r['keyframe_frames']} x {cell(r['steps_per_keyframe'], '{:.1f}')} / "
+                 f"{r['propagated_frames']} x {cell(r['steps_per_propagated'], '{:.1f}')}")
+        return f"{r['steps_per_frame']:.1f} ({split})"
+
     for r in rows:
         print(f"| {r['clip']} | {r['engine']} | {r['temporal']} | {cell(r['psnr_y'], '{:.2f}')} | "
               f"{cell(r['ssim_y'], '{:.4f}')} | {cell(r['ewarp_x1e3'], '{:.3f}')} | {cell(r['tof'], '{:.3f}')} | "
-              f"{cell(r['flicker'], '{:.3f}')} | {r['seconds_per_frame']:.3f} | {cell(r.get('steps_per_frame'), '{:.1f}')} |")
+              f"{cell(r['flicker'], '{:.3f}')} | {r['seconds_per_frame']:.3f} | {steps_cell(r)} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -25,7 +25,7 @@ TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=2, num_single_layers
 CONTROLNET = dict(TRANSFORMER, num_layers=1, num_single_layers=0)
 VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
            up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(16,) * 4, layers_per_block=1,
-           latent_channels=16, norm_num_groups=8, shift_factor=0.1159, scaling_factor=0.3611,
+           latent_channels=16, norm_num_groups=8, shift_factor=0.1159, scaling_factor=0.3611, sample_size=1024,
            use_quant_conv=False, use_post_quant_conv=False)
 CLIP = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, vocab_size=400,
             projection_dim=32, max_position_embeddings=77)

@@ -38,14 +38,34 @@ class _State:
         self.body: torch.Tensor | None = None  # what the other blocks added on the last computed step
         self.compute = True
 
-    @torch.compiler.disable
-    def decide(self, head_residual: torch.Tensor) -> bool:
+    def _decide(self, head_residual: torch.Tensor) -> bool:
         """Compute the rest of this step unless the first block's residual barely moved since the last computed
         step (relative mean absolute change below the threshold)."""
         if self.head_residual is None or self.body is None:
             return True
         change = (head_residual - self.head_residual).abs().mean() / self.head_residual.abs().mean().clamp_min(1e-12)
         return bool(change.item() > self.threshold)
+
+    # The bookkeeping runs outside compiled graphs: a compiled block holds only the block's own work, and the
+    # counters and decisions cannot become guards that recompile it.
+    @torch.compiler.disable
+    def after_head(self, hidden_in, encoder_out, hidden_out):
+        residual = hidden_out - hidden_in
+        self.compute = self._decide(residual)
+        if self.compute:
+            self.head_residual, self.body = residual, torch.zeros_like(hidden_out)
+            self.stats.computed += 1
+            return encoder_out, hidden_out
+        self.stats.reused += 1
+        return encoder_out, hidden_out + self.body
+
+    @torch.compiler.disable
+    def skipping(self) -> bool:
+        return not self.compute
+
+    @torch.compiler.disable
+    def accumulate(self, hidden_in, hidden_out) -> None:
+        self.body += hidden_out - hidden_in
 
 
 def _hook_classes():
@@ -57,17 +77,8 @@ def _hook_classes():
             self.state = state
 
         def new_forward(self, module, *args, **kwargs):
-            hidden_in = kwargs["hidden_states"]
             encoder_out, hidden_out = self.fn_ref.original_forward(*args, **kwargs)
-            residual = hidden_out - hidden_in
-            state = self.state
-            state.compute = state.decide(residual)
-            if state.compute:
-                state.head_residual, state.body = residual, torch.zeros_like(hidden_out)
-                state.stats.computed += 1
-                return encoder_out, hidden_out
-            state.stats.reused += 1
-            return encoder_out, hidden_out + state.body
+            return self.state.after_head(kwargs["hidden_states"], encoder_out, hidden_out)
 
     class BodyHook(ModelHook):
         def __init__(self, state: _State):
@@ -75,11 +86,10 @@ def _hook_classes():
             self.state = state
 
         def new_forward(self, module, *args, **kwargs):
-            hidden_in = kwargs["hidden_states"]
-            if not self.state.compute:  # the head already added what this block added last time
-                return kwargs["encoder_hidden_states"], hidden_in
+            if self.state.skipping():  # the head already added what this block added last time
+                return kwargs["encoder_hidden_states"], kwargs["hidden_states"]
             encoder_out, hidden_out = self.fn_ref.original_forward(*args, **kwargs)
-            self.state.body += hidden_out - hidden_in
+            self.state.accumulate(kwargs["hidden_states"], hidden_out)
             return encoder_out, hidden_out
 
     return HeadHook, BodyHook
