@@ -31,7 +31,7 @@ def test_file_then_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("colour = 1\n", "unknown setting 'colour'"),
+    ("flavour = 1\n", "unknown setting 'flavour'"),
     ("[sr]\ntile = 'big'\n", "cannot use"),
     ("[output]\ncodec = 'h266'\n", "codec must be"),
     ("size = 'x'\n", "--size must be"),

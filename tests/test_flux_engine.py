@@ -290,7 +290,7 @@ def test_a_frame_the_flow_explains_too_little_of_is_a_keyframe(tiny_flux):
 def test_a_propagated_frame_is_held_on_the_warped_previous_result(tiny_flux, monkeypatch):
     """With an oracle denoiser that flows every latent straight to where it was pinned, a fully trusted propagated
     frame comes out as the warped previous result (through the VAE), not as a fresh generation."""
-    from vidup.engines.flux import engine as engine_module
+    from vidup.pixels import from_unit
 
     config = flux_config(tiny_flux, **{"temporal.color_fix": "none"})
     up = upscaler(config)
@@ -318,7 +318,7 @@ def test_a_propagated_frame_is_held_on_the_warped_previous_result(tiny_flux, mon
     first = up.temporal._previous_output.copy()
     second = up.upscale_frame(static[1])
     assert engine.last_frame["kind"] == "propagated" and len(pins) == 2
-    through_vae = engine_module.to_uint8(engine.codec.decode(engine.codec.encode(first)))
+    through_vae = from_unit(engine.codec.decode(engine.codec.encode(first)), np.uint8)
     assert np.abs(second.astype(int) - through_vae).max() <= 1
 
 

@@ -162,7 +162,7 @@ def test_rawvideo_round_trip(upscaler_factory):
 @pytest.mark.parametrize("data,message", [
     (b"YUV4MPEG2 W64\n", "malformed y4m header"),
     (b"RIFF....WAVEfmt \n", "not a y4m stream"),
-    (b"YUV4MPEG2 W64 H48 F25:1 C420p10\nFRAME\n", "not supported"),
+    (b"YUV4MPEG2 W64 H48 F25:1 C411\nFRAME\n", "not supported"),
     (b"YUV4MPEG2 W64 H48 F25:1\nFRAME\n" + b"\x00" * 100, "truncated"),
     (b"", "no input"),
     (b"YUV4MPEG2 W64 H48 F25:1 XCOLORRANGE=WIDE\nFRAME\n", "XCOLORRANGE"),

@@ -19,7 +19,7 @@ def test_engine_output_has_target_size_and_stages(sr_engine, sample):
     out = sr_engine.upscale(frame, (1024, 576))
     assert out.shape == (576, 1024, 3) and out.dtype == np.uint8
     names = [s.name for s in sr_engine.stages()]
-    assert names == ["clear-reality-x4 x4", "resized to target"]
+    assert names == ["clear-reality-x4 x4", "resized to target", "colour anchored to input"]
     assert sr_engine.stages()[0].image.shape == (576, 1024, 3)
 
 

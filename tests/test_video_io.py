@@ -13,11 +13,22 @@ from vidup.video.writer import VideoWriter
 from media import decoded, frame_times, make_clip, packets
 
 
+def describe(info, output=OutputConfig(), scale=1):
+    from dataclasses import replace
+
+    from vidup.config import load_config
+    from vidup.video.describe import describe_output
+
+    config = load_config(overrides={"scale": scale, "output.codec": output.codec})
+    description = describe_output(info.source, config, output.codec)
+    return replace(description, width=info.width * scale, height=info.height * scale)
+
+
 def copy_through_writer(src, dst, output=OutputConfig(), scale=1, window=None, start=None, end=None):
     info = probe(src)
-    with VideoWriter(dst, width=info.width * scale, height=info.height * scale, frame_rate=info.frame_rate,
-                     time_base=info.time_base, output=output, source=info, window=window) as writer:
-        for frame in VideoReader(src, info).frames(start, end):
+    description = describe(info, output, scale)
+    with VideoWriter(dst, description, output, source=info, window=window) as writer:
+        for frame in VideoReader(src, info, description=description).frames(start, end):
             rgb = np.repeat(np.repeat(frame.rgb, scale, 0), scale, 1)
             writer.write(rgb, frame.pts, frame.time_base)
     return writer
@@ -33,7 +44,7 @@ def test_probe_reports_the_clip(tmp_path):
     audio, subs = info.streams[1], info.streams[2]
     assert audio.language == "fra" and audio.codec == "aac"
     assert subs.language == "eng" and "forced" in subs.disposition and subs.codec == "subrip"
-    assert info.rotation == 0 and info.colorspace in (0, 1, 2)
+    assert info.rotation == 0 and info.source.colour.matrix in (0, 1, 2)
 
 
 def test_round_trip_keeps_frames_pts_audio_and_subtitles(tmp_path):
@@ -104,8 +115,7 @@ def test_failure_midway_leaves_no_file(tmp_path):
     dst = tmp_path / "out.mp4"
     info = probe(src)
     with pytest.raises(RuntimeError):
-        with VideoWriter(dst, width=64, height=48, frame_rate=info.frame_rate, time_base=info.time_base,
-                         output=OutputConfig(), source=info) as writer:
+        with VideoWriter(dst, describe(info), OutputConfig(), source=info) as writer:
             for frame in VideoReader(src, info).frames():
                 if frame.index == 5:
                     raise RuntimeError("injected")

@@ -8,7 +8,7 @@ import sys
 import click
 
 from vidup import __version__
-from vidup.config import CACHE_KINDS, CODECS, CONTROL_IMAGES, OFFLOAD_MODES, X26X_PRESETS, load_config
+from vidup.config import CACHE_KINDS, CODECS, DEINTERLACE_MODES, CONTROL_IMAGES, OFFLOAD_MODES, X26X_PRESETS, load_config
 from vidup.errors import ConfigError, VidupError
 
 
@@ -90,7 +90,8 @@ def build_config(config_file=None, **flags):
         "conditioning_scale": "flux.conditioning_scale", "guidance": "flux.guidance", "prompt": "flux.prompt",
         "seed": "flux.seed", "offload": "flux.offload", "cache": "flux.cache", "compile_": "flux.compile",
         "temporal": "temporal.enabled", "control_image": "flux.control_image", "turbo_lora": "flux.turbo_lora",
-        "turbo_steps": "flux.turbo_steps",
+        "turbo_steps": "flux.turbo_steps", "deinterlace": "deinterlace", "pixel_aspect": "output.pixel_aspect",
+        "tonemap": "colour.tonemap", "pq_working": "colour.pq_working",
     }
     overrides = {keys[name]: value for name, value in flags.items()
                  if value is not None and value != () and name in keys}
@@ -122,17 +123,30 @@ def main():
 @click.option("--overwrite", "-y", is_flag=True, default=None, help="Replace OUT if it exists.")
 @click.option("--on-decode-error", type=click.Choice(["fail", "skip"]),
               help="On corrupt data midway: fail (default, no output) or skip the damaged packets.")
+@click.option("--deinterlace", type=click.Choice(DEINTERLACE_MODES),
+              help="auto (default: detect, then field rate), field (50p from 25i), frame (25p from 25i), off.")
+@click.option("--square-pixels", "pixel_aspect", flag_value="square", default=None,
+              help="Anamorphic input: square pixels at the display aspect (the default).")
+@click.option("--keep-sar", "pixel_aspect", flag_value="keep", help="Anamorphic input: keep its sample aspect ratio.")
+@click.option("--tonemap", type=click.Choice(["none", "sdr"]), help="HDR (PQ/HLG) to BT.709 SDR.")
+@click.option("--pq-working", type=click.Choice(["code", "display"]),
+              help="PQ sources: engines see PQ code values (default) or display-referred light.")
 def upscale(input_path, output_path, **flags):
-    """Upscale the clip IN into the new file OUT, copying its audio and subtitles."""
+    """Upscale the clip IN into the new file OUT, copying every other stream."""
     from vidup.runner import upscale_video
 
     config = build_config(**flags)
     report = upscale_video(input_path, output_path, config)
     if not config.quiet:
+        for note in report.notes:
+            click.echo(f"vidup: note: {note}", err=True)
+    if report.repairs.any():
+        click.echo(f"vidup: warning: {report.repairs.summary()}", err=True)
+    if not config.quiet:
         t = report.times
         click.echo(
             f"wrote {report.output}: {report.frames} frames at {report.size[0]}x{report.size[1]}, "
-            f"{report.packets_copied} audio/subtitle packets copied, {report.seconds:.1f} s "
+            f"{report.packets_copied} packets of other streams copied, {report.seconds:.1f} s "
             f"({report.fps:.2f} frames/s; decode {t.decode:.1f} s, engine {t.engine:.1f} s, encode {t.encode:.1f} s)",
             err=True,
         )

@@ -13,6 +13,7 @@ from typing import Any
 from vidup.errors import ConfigError
 from vidup.sizing import SizeSpec
 
+DEINTERLACE_MODES = ("auto", "field", "frame", "off")
 CODECS = {
     # name -> (default pix_fmt, supports crf, supports preset)
     "libx264": ("yuv420p", True, True),
@@ -28,6 +29,10 @@ class SRConfig:
     model: str = "clear-reality-x4"  # bundled name or path to .pth / .safetensors / .param
     tile: int = 384  # input tile side in pixels for large frames; 0 runs whole frames
     tile_pad: int = 16  # context pixels around each tile so seams do not show
+    # Low frequencies (colour, shading) come from the input, detail from the network: GAN models shift flat
+    # colours (75% bars: 191 -> green 221), and kits and graphics must keep theirs.
+    color_anchor: bool = True
+    color_anchor_sigma: float = 1.0  # Gaussian sigma in input pixels below which the input's content is kept
 
 
 OFFLOAD_MODES = ("auto", "none", "model", "sequential")
@@ -99,7 +104,18 @@ class OutputConfig:
     codec: str = "libx264"
     crf: int | None = 18  # visually lossless for x264/x265; ignored by prores/ffv1
     preset: str | None = "veryfast"
-    pix_fmt: str | None = None  # None: the codec's default from CODECS
+    pix_fmt: str | None = None  # None: the source's bit depth and chroma, as far as the codec allows
+    pixel_aspect: str = "square"  # square: anamorphic input becomes square pixels at its display aspect; keep: SAR kept
+
+
+@dataclass
+class ColourConfig:
+    """HDR handling. Engines see the source's code values unless told otherwise."""
+
+    tonemap: str = "none"  # none | sdr: HDR (PQ, HLG) converted to BT.709 SDR, with a warning
+    pq_working: str = "code"  # code | display: PQ sources run through the engines as PQ code values or display-referred
+    sdr_white_nits: float = 203.0  # reference white (ITU-R BT.2408): where SDR white sits in HDR
+    hdr_peak_nits: float = 1000.0  # peak of the display-referred range (PQ working space and tone mapping)
 
 
 @dataclass
@@ -114,10 +130,13 @@ class VidupConfig:
     overwrite: bool = False
     quiet: bool = False
     on_decode_error: str = "fail"  # fail | skip: whether a corrupt packet midway stops the run
+    deinterlace: str = "auto"  # auto (detect; field rate) | field (50p from 25i) | frame (25p from 25i) | off
+    idet_frames: int = 32  # frames idet looks at when a stream's field flags are unknown
     sr: SRConfig = field(default_factory=SRConfig)
     flux: FluxConfig = field(default_factory=FluxConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    colour: ColourConfig = field(default_factory=ColourConfig)
 
     @property
     def size_spec(self) -> SizeSpec:
@@ -133,6 +152,18 @@ class VidupConfig:
             raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got '{self.precision}'")
         if self.on_decode_error not in ("fail", "skip"):
             raise ConfigError(f"on_decode_error must be 'fail' or 'skip', got '{self.on_decode_error}'")
+        for name, value, allowed in (("deinterlace", self.deinterlace, DEINTERLACE_MODES),
+                                     ("output.pixel_aspect", self.output.pixel_aspect, ("square", "keep")),
+                                     ("colour.tonemap", self.colour.tonemap, ("none", "sdr")),
+                                     ("colour.pq_working", self.colour.pq_working, ("code", "display"))):
+            if value not in allowed:
+                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
+        if not 1 <= self.colour.sdr_white_nits < self.colour.hdr_peak_nits <= 10000:
+            raise ConfigError("colour.sdr_white_nits must be below colour.hdr_peak_nits, both within 1-10000 cd/m2")
+        if self.idet_frames < 4:
+            raise ConfigError("idet_frames must be at least 4")
+        if self.sr.color_anchor_sigma <= 0:
+            raise ConfigError("sr.color_anchor_sigma must be > 0")
         out = self.output
         if out.codec not in CODECS:
             raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got '{out.codec}'")

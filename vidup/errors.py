@@ -37,6 +37,10 @@ class OutputPathError(VidupError):
     """The output path is unusable: same as the input, already exists, or its folder is missing."""
 
 
+class OutputWriteError(VidupError):
+    """Writing the output failed: disk full, read-only or vanished folder, permission denied, an I/O error."""
+
+
 class UnsupportedStreamError(VidupError):
     """A stream that must be copied cannot be stored in the chosen output container."""
 

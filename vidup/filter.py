@@ -13,8 +13,9 @@ from typing import BinaryIO
 
 from vidup.config import VidupConfig
 from vidup.errors import ConfigError, PipeFormatError, VidupError
-from vidup.runner import Upscaler, _progress
-from vidup.video.pipe import RawWriter, Y4MWriter, read_raw_rgb, read_y4m
+from vidup.runner import Upscaler, progress_bar
+from vidup.video.describe import describe_output
+from vidup.video.pipe import RawWriter, StreamFormat, Y4MWriter, read_raw_rgb, read_y4m
 
 
 class OutputPipeClosedError(VidupError):
@@ -39,20 +40,23 @@ def run_filter(stdin: BinaryIO, stdout: BinaryIO, config: VidupConfig, stream_fo
         if input_size or fps:
             raise ConfigError("--input-size and --fps are for rawvideo; y4m carries its own size and rate")
         fmt, frames = read_y4m(stdin)  # the header is checked before the model loads
-        width, height, rate, full_range = fmt.width, fmt.height, fmt.rate, fmt.full_range
     else:
         width, height = _parse_size(input_size)
         try:
             rate = Fraction(fps or "25")
         except (ValueError, ZeroDivisionError):
             raise ConfigError(f"--fps must be a number or a ratio, got {fps!r}") from None
-        frames, full_range = read_raw_rgb(stdin, width, height), False
-    upscaler = upscaler or Upscaler(config)
-    out_w, out_h = upscaler.target_size(width, height)
+        fmt, frames = StreamFormat(width, height, rate, "rgb24", full_range=True), read_raw_rgb(stdin, width, height)
+    # One description for the stream, as for files: the output keeps the input's depth, chroma and range.
+    description = describe_output(fmt.source(), upscaler.config if upscaler else config, None)
+    upscaler = upscaler or Upscaler(config, description=description)
+    width, height = fmt.width, fmt.height
+    out_w, out_h = description.size
     written = 0
     try:
-        writer = Y4MWriter(stdout, out_w, out_h, rate, full_range) if stream_format == "y4m" else RawWriter(stdout)
-        with _progress(None, config.quiet, "filter") as bar:
+        writer = (Y4MWriter(stdout, out_w, out_h, fmt.rate, fmt.full_range, description.pix_fmt)
+                  if stream_format == "y4m" else RawWriter(stdout))
+        with progress_bar(None, config.quiet, "filter") as bar:
             for rgb in frames:
                 if rgb.shape[:2] != (height, width):
                     raise PipeFormatError(f"frame {written} is {rgb.shape[1]}x{rgb.shape[0]}, expected {width}x{height}")

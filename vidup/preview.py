@@ -13,7 +13,8 @@ import numpy as np
 
 from vidup.config import VidupConfig
 from vidup.errors import ConfigError
-from vidup.runner import Upscaler
+from vidup.pixels import to_8bit
+from vidup.runner import Upscaler, describe_clip
 from vidup.video.reader import Position, VideoReader, probe
 
 PANEL_WIDTH = 512
@@ -103,13 +104,15 @@ def preview_frame(clip: str | Path, config: VidupConfig, frame: int | None = Non
     if context < 0:
         raise ConfigError("--context must be >= 0")
     info = probe(clip)
-    rate = info.fps
+    description = describe_clip(info, config)  # decoded as a full run decodes it: depth, fields, aspect
+    rate = float(description.frame_rate or info.fps)
+    total = info.frame_count * (2 if description.deinterlace == "field" else 1) if info.frame_count else None
     target = frame if frame is not None else int(round(seconds * rate))
-    if info.frame_count and target >= info.frame_count:
-        raise ConfigError(f"{clip} has {info.frame_count} frames (0-{info.frame_count - 1}); frame {target} is past its end")
+    if total and target >= total:
+        raise ConfigError(f"{clip} has {total} frames (0-{total - 1}); frame {target} is past its end")
     first = max(0, target - context)
-    reader = VideoReader(clip, info, on_decode_error=config.on_decode_error)
-    upscaler = upscaler or Upscaler(config)
+    reader = VideoReader(clip, info, on_decode_error=config.on_decode_error, description=description)
+    upscaler = upscaler or Upscaler(config, description=description)
     start = Position(seconds=first / rate) if first else None
     for decoded in reader.frames(start):
         if decoded.index < first:
@@ -127,7 +130,8 @@ def preview_frame(clip: str | Path, config: VidupConfig, frame: int | None = Non
         upscaler.upscale_frame(rgb)
         panels = [Panel("input (nearest)", nearest, t1 - t0), Panel("Lanczos", lanczos, t2 - t1)]
         panels += [Panel(s.name, s.image, s.seconds) for s in upscaler.engine.stages()]
-        crops = choose_crops(lanczos)
+        panels = [Panel(p.name, to_8bit(p.image), p.seconds) for p in panels]  # the sheet is an 8-bit PNG
+        crops = choose_crops(panels[1].image)
         return Preview(render_sheet(panels, crops, size), panels, decoded.index, reader.frames_decoded, crops)
     raise ConfigError(f"frame {target} was not found in {clip} (it holds fewer frames)")
 

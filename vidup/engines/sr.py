@@ -15,8 +15,9 @@ from vidup.device import Placement, choose_placement
 from vidup.engines.base import StageOutput
 from vidup.engines.sr_archs import Architecture
 from vidup.engines.weights import load_sr_model
+from vidup.pixels import peak
 from vidup.sizing import resize_rgb
-from vidup.temporal.seeding import blend_high_frequencies
+from vidup.temporal.seeding import blend_high_frequencies, wavelet_color_fix
 
 if TYPE_CHECKING:
     from vidup.config import VidupConfig
@@ -34,7 +35,8 @@ class SREngine:
     name = "sr"
 
     def __init__(self, arch: Architecture, model: nn.Module, model_name: str, placement: Placement,
-                 tile: int = 384, tile_pad: int = 16, temporal_strength: float = 1.0, temporal_sigma: float = 1.5):
+                 tile: int = 384, tile_pad: int = 16, temporal_strength: float = 1.0, temporal_sigma: float = 1.5,
+                 color_anchor: bool = True, color_anchor_sigma: float = 1.0):
         self.arch = arch
         self.model_name = model_name
         self.placement = placement
@@ -47,6 +49,7 @@ class SREngine:
         self.model = model.to(memory_format=torch.channels_last)
         self._stages: list[StageOutput] = []
         self.temporal_strength, self.temporal_sigma = temporal_strength, temporal_sigma
+        self.color_anchor, self.color_anchor_sigma = color_anchor, color_anchor_sigma
 
     @classmethod
     def from_config(cls, config: "VidupConfig") -> "SREngine":
@@ -54,7 +57,8 @@ class SREngine:
         placement = choose_placement(config.device, config.precision,
                                      supports_bf16=arch.supports_bf16, supports_fp16=arch.supports_fp16)
         return cls(arch, model, name, placement, tile=config.sr.tile, tile_pad=config.sr.tile_pad,
-                   temporal_strength=config.temporal.sr_strength, temporal_sigma=config.temporal.sr_sigma)
+                   temporal_strength=config.temporal.sr_strength, temporal_sigma=config.temporal.sr_sigma,
+                   color_anchor=config.sr.color_anchor, color_anchor_sigma=config.sr.color_anchor_sigma)
 
     def _autocast(self):
         if self.placement.device.type == "cpu" and self.placement.autocast:
@@ -67,10 +71,11 @@ class SREngine:
 
     @torch.inference_mode()
     def super_resolve(self, frame: np.ndarray) -> np.ndarray:
-        """The network's native-scale output for one RGB uint8 frame."""
+        """The network's native-scale output for one RGB frame (uint8 or uint16), in the same dtype."""
         dtype = torch.float32 if self.placement.device.type == "cpu" else self.placement.dtype
+        top = peak(frame.dtype)
         frame = np.require(frame, requirements="W")  # decoded frames can be read-only; torch wants writable memory
-        x = torch.from_numpy(frame).to(self.placement.device).permute(2, 0, 1)[None].to(dtype) / 255.0
+        x = torch.from_numpy(frame).to(self.placement.device).permute(2, 0, 1)[None].to(dtype) / top
         _, _, h, w = x.shape
         s, pad = self.scale, self.tile_pad
         if not self.tile or (h <= self.tile and w <= self.tile):
@@ -84,8 +89,10 @@ class SREngine:
                     y[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = out[
                         :, :, (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s
                     ]
-        y = (y[0].clamp_(0, 1) * 255.0).round_().to(torch.uint8)
-        return y.permute(1, 2, 0).cpu().numpy()
+        y = (y[0].clamp_(0, 1) * top).round_()
+        if frame.dtype == np.uint8:
+            return y.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return y.to(torch.int32).permute(1, 2, 0).cpu().numpy().astype(frame.dtype)
 
     def upscale(self, frame: np.ndarray, size: tuple[int, int], prior: "TemporalPrior | None" = None) -> np.ndarray:
         started = time.perf_counter()
@@ -100,6 +107,13 @@ class SREngine:
         resized = time.perf_counter()
         self._stages = [StageOutput(f"{self.model_name} x{self.scale}", sr, sr_done - started),
                         StageOutput("resized to target", out, resized - sr_done)]
+        if self.color_anchor:
+            # Colour and shading below the anchor scale come from the input itself, detail from the network.
+            sigma = self.color_anchor_sigma * size[0] / frame.shape[1]
+            out = wavelet_color_fix(out, resize_rgb(frame, *size), sigma)
+            anchored = time.perf_counter()
+            self._stages.append(StageOutput("colour anchored to input", out, anchored - resized))
+            resized = anchored
         if prior is not None and self.temporal_strength > 0:
             out = blend_high_frequencies(out, prior.warped_output, prior.confidence, self.temporal_strength,
                                          self.temporal_sigma)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from vidup.pixels import from_scaled
+
 
 def high_frequencies(image: np.ndarray, sigma: float) -> np.ndarray:
     """image minus its Gaussian blur: detail finer than `sigma`, float32."""
@@ -22,20 +24,21 @@ def high_frequencies(image: np.ndarray, sigma: float) -> np.ndarray:
 
 def blend_high_frequencies(current: np.ndarray, warped_previous: np.ndarray, confidence: np.ndarray,
                            strength: float, sigma: float) -> np.ndarray:
-    """current + strength * confidence * highpass(warped_previous - current), uint8 in and out."""
+    """current + strength * confidence * highpass(warped_previous - current), in the frames' dtype and scale."""
     c = current.astype(np.float32)
     difference = warped_previous.astype(np.float32) - c
     out = c + (strength * confidence)[..., None] * high_frequencies(difference, sigma)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return from_scaled(out, current.dtype)
 
 
 # --- colour and low-frequency anchoring ---------------------------------------------------------------------
 
 
 def wavelet_color_fix(output: np.ndarray, reference: np.ndarray, sigma: float = 6.0) -> np.ndarray:
-    """Low frequencies (colour, shading) from the reference, high frequencies (detail) from the output."""
+    """Low frequencies (colour, shading) from the reference, high frequencies (detail) from the output; both the
+    same size and dtype."""
     fixed = high_frequencies(output, sigma) + cv2.GaussianBlur(reference.astype(np.float32), (0, 0), sigma)
-    return np.clip(fixed + 0.5, 0, 255).astype(np.uint8)
+    return from_scaled(fixed, output.dtype)
 
 
 def adain_color_fix(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -43,7 +46,7 @@ def adain_color_fix(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
     out, ref = output.astype(np.float32), reference.astype(np.float32)
     mean_o, std_o = out.mean((0, 1)), out.std((0, 1)) + 1e-5
     fixed = (out - mean_o) / std_o * ref.std((0, 1)) + ref.mean((0, 1))
-    return np.clip(fixed + 0.5, 0, 255).astype(np.uint8)
+    return from_scaled(fixed, output.dtype)
 
 
 COLOR_FIXES = {"wavelet": wavelet_color_fix, "adain": adain_color_fix, "none": lambda output, reference: output}

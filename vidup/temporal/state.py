@@ -12,6 +12,7 @@ from functools import cached_property
 import cv2
 import numpy as np
 
+from vidup.pixels import to_8bit
 from vidup.temporal.flow import FlowEstimator, FlowPair, flow_pair, upsample_flow, warp
 from vidup.temporal.shots import ShotDetector
 
@@ -61,6 +62,8 @@ class TemporalTracker:
         self._index_in_shot = 0
 
     def prior_for(self, frame: np.ndarray, size: tuple[int, int]) -> TemporalPrior | None:
+        """The prior for `frame` (uint8 or uint16; motion and cuts are measured on its 8-bit view)."""
+        frame = to_8bit(frame)
         self._frame += 1
         previous = self._previous_input
         comparable = previous is not None and previous.shape == frame.shape
@@ -83,6 +86,6 @@ class TemporalTracker:
         return TemporalPrior(flows, size, self._previous_output, self._index_in_shot, dict(self._extras))
 
     def commit(self, frame: np.ndarray, output: np.ndarray, extras: dict | None = None) -> None:
-        self._previous_input, self._previous_output = frame, output
+        self._previous_input, self._previous_output = to_8bit(frame), output
         self._extras = extras or {}
         self._index_in_shot += 1

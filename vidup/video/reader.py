@@ -1,26 +1,35 @@
 """Streaming decode with PyAV. One `VideoReader` abstraction over the container: `probe()` for facts, and an
-iterator of `Frame`s that holds at most a few decoded frames at a time, whatever the clip's length."""
+iterator of `Frame`s that holds at most a few decoded frames at a time, whatever the clip's length.
+
+Between the demuxer and the engines the reader makes broadcast material safe to process, and counts what it
+did (`Repairs`): damaged packets fail the run with the frame count, or are skipped and counted; frames whose
+size changes mid-stream are scaled to the first frame's; non-monotonic timestamps are nudged forward; interlaced
+frames are deinterlaced (bwdif); frames leave as RGB at 8 or 16 bits per channel, decoded with the stream's own
+matrix and range. Frames lost to damage are counted by matching demuxed packet timestamps with decoded ones.
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import av
 import av.error
 import numpy as np
 
-from vidup.errors import (
-    ConfigError,
-    CorruptInputError,
-    InputNotFoundError,
-    NotAVideoError,
-    NoVideoStreamError,
-    TruncatedInputError,
-)
+from vidup.errors import ConfigError, CorruptInputError, InputNotFoundError, NotAVideoError, NoVideoStreamError, TruncatedInputError
+from vidup.video.colour import Colour, HdrMetadata, frame_to_rgb
+from vidup.video.deinterlace import Deinterlacer, detect_interlacing, field_order_name, interlaced_from_flags
+from vidup.video.describe import SourceFormat
+
+if TYPE_CHECKING:
+    from vidup.video.describe import OutputDescription
+
+TS_PACKET = 188
+MAX_CONSECUTIVE_READ_ERRORS = 64  # past this many demux errors in a row, the file is not worth reading on
 
 
 @dataclass(frozen=True)
@@ -41,19 +50,16 @@ class VideoInfo:
     height: int
     frame_rate: Fraction | None  # average rate; exact rational (30000/1001, not 29.97)
     time_base: Fraction
-    start_time: float  # seconds, of the first video frame
+    start_time: float  # seconds, of the first video frame (negative where a clock wrapped)
     duration: float | None  # seconds, when the container knows it
     duration_is_exact: bool  # True when it is the video stream's own duration, not the whole file's
     frame_count: int | None  # when the container knows it; never required
-    rotation: int  # degrees of the display matrix, counter-clockwise (0 when none)
     pix_fmt: str
     codec: str
-    color_primaries: int
-    color_trc: int
-    colorspace: int
-    color_range: int
     streams: tuple[StreamInfo, ...]
     video_index: int
+    source: SourceFormat  # the decoded stream's facts: bit depth, chroma, colour, HDR, fields, aspect, timecode
+    truncated: str | None = None  # why the file looks cut short, where the container can tell and it still decodes
 
     @property
     def fps(self) -> float:
@@ -61,21 +67,59 @@ class VideoInfo:
         return float(self.frame_rate or 25)
 
     @property
+    def rotation(self) -> int:
+        return self.source.rotation
+
+    @property
     def passthrough_streams(self) -> tuple[StreamInfo, ...]:
-        """The streams copied untouched into the output: audio and subtitles."""
-        return tuple(s for s in self.streams if s.type in ("audio", "subtitle"))
+        """The streams copied packet for packet into the output: audio, subtitles, data (a timecode track is
+        rewritten from the timecode instead) and attachments (written with the header)."""
+        return tuple(s for s in self.streams if s.type in ("audio", "subtitle", "attachment")
+                     or (s.type == "data" and s.codec != "tmcd" and "TimeCode" not in s.metadata.get("handler_name", "")))
 
 
 @dataclass
 class Frame:
-    index: int  # ordinal in the input clip (counted from its first frame)
+    index: int  # ordinal of the output frame in the input clip (counted from its first frame)
     pts: int | None
     time_base: Fraction
-    rgb: np.ndarray  # HxWx3 uint8
+    rgb: np.ndarray  # HxWx3 uint8 (8-bit sources) or uint16 (deeper ones), full range
 
     @property
     def time(self) -> float | None:
         return None if self.pts is None else float(self.pts * self.time_base)
+
+
+@dataclass
+class Repairs:
+    """What was skipped, dropped or repaired to get through a damaged or odd clip. Every run reports these."""
+
+    damaged_packets: int = 0  # video packets flagged corrupt or undecodable, skipped (--on-decode-error skip)
+    read_errors: int = 0  # demuxer errors read past (--on-decode-error skip)
+    lost_frames: int = 0  # frames whose packets never decoded
+    repaired_timestamps: int = 0  # out-of-order or duplicate video timestamps nudged forward
+    resized_frames: int = 0  # frames of another size scaled to the first frame's
+    dropped_packets: int = 0  # audio, subtitle or data packets dropped (damaged, or refused by the muxer)
+    shifted_start: float = 0.0  # seconds added to every timestamp so no frame sits before zero
+    incomplete: str | None = None  # a truncation accepted under --on-decode-error skip
+
+    def any(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self))
+
+    def summary(self) -> str:
+        parts = []
+        for name, text in (("damaged_packets", "damaged video packets skipped"), ("read_errors", "read errors skipped"),
+                           ("lost_frames", "frames lost to damage"),
+                           ("repaired_timestamps", "out-of-order or duplicate timestamps repaired"),
+                           ("resized_frames", "frames of another size scaled to the first frame's"),
+                           ("dropped_packets", "damaged or unmuxable audio/subtitle/data packets dropped")):
+            if getattr(self, name):
+                parts.append(f"{getattr(self, name)} {text}")
+        if self.shifted_start:
+            parts.append(f"timestamps shifted by {self.shifted_start:+.3f} s so none is negative")
+        if self.incomplete:
+            parts.append(f"incomplete input: {self.incomplete}")
+        return "; ".join(parts)
 
 
 def _disposition_names(stream) -> tuple[str, ...]:
@@ -89,17 +133,19 @@ def _is_cover_art(stream) -> bool:
 
 
 def _stream_info(stream) -> StreamInfo:
-    return StreamInfo(
-        index=stream.index,
-        type=stream.type,
-        codec=stream.codec_context.codec.canonical_name if stream.codec_context else "unknown",
-        language=stream.language or stream.metadata.get("language"),
-        disposition=_disposition_names(stream),
-        metadata=dict(stream.metadata),
-    )
+    try:
+        codec = stream.codec_context.codec.canonical_name if stream.codec_context else "unknown"
+    except Exception:  # data streams without a known codec
+        codec = "unknown"
+    return StreamInfo(index=stream.index, type=stream.type, codec=codec,
+                      language=stream.language or stream.metadata.get("language"),
+                      disposition=_disposition_names(stream), metadata=dict(stream.metadata))
 
 
-def _open_input(path: Path):
+def open_input(path: Path):
+    if str(path) == "-":
+        raise ConfigError("vidup upscale reads files; for frames on stdin use `vidup filter` "
+                          "(ffmpeg -i IN -f yuv4mpegpipe - | vidup filter | ffmpeg -i - OUT)")
     if not path.exists():
         raise InputNotFoundError(f"input not found: {path}")
     if path.is_dir():
@@ -116,8 +162,18 @@ def _open_input(path: Path):
         raise NotAVideoError(f"{path}: not a video FFmpeg can read ({exc.__class__.__name__})") from None
 
 
+def _cut_short(path: Path, format_name: str) -> str | None:
+    """MPEG-TS is a run of 188-byte packets (192 in M2TS): a file that is not was cut short. Decodable up to the
+    cut, so the caller decides (fail, or upscale what is there)."""
+    size = path.stat().st_size
+    if "mpegts" in format_name and size % TS_PACKET and size % 192:
+        return f"{size} bytes is not a whole number of transport-stream packets; the file was cut short"
+    return None
+
+
 def _check_not_truncated(stream, path: Path) -> None:
-    """Containers with a sample index (MP4/MOV) say where every packet lives; any past the end is missing."""
+    """MP4/MOV index every sample: one that lies past the end of the file is missing, and so is the index's
+    promise."""
     size = path.stat().st_size
     try:
         entries = stream.index_entries
@@ -145,10 +201,26 @@ def _stream_duration(stream) -> float | None:
     return None
 
 
+def _timecode(container, video) -> str | None:
+    for holder in (video, container, *[s for s in container.streams if s.type == "data"]):
+        value = holder.metadata.get("timecode")
+        if value:
+            return value
+    return None
+
+
+def _sample_aspect(stream) -> Fraction:
+    for holder in (stream, stream.codec_context):
+        sar = getattr(holder, "sample_aspect_ratio", None)
+        if sar:
+            return Fraction(sar)
+    return Fraction(1)
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Open, check and describe a clip without decoding more than its first frame."""
     path = Path(path)
-    container = _open_input(path)
+    container = open_input(path)
     try:
         videos = [s for s in container.streams if s.type == "video" and not _is_cover_art(s)]
         if not videos:
@@ -173,27 +245,33 @@ def probe(path: str | Path) -> VideoInfo:
         if duration is None and container.duration is not None:
             duration, exact = container.duration / av.time_base, False
         start = first.time if first.time is not None else 0.0
+        rate = stream.average_rate or stream.guessed_rate
+        time_base = stream.time_base or Fraction(1, 90000)
+        order = field_order_name(getattr(cc, "field_order", 0))
+        source = SourceFormat(
+            width=first.width, height=first.height, frame_rate=rate, time_base=time_base, pix_fmt=first.format.name,
+            sample_aspect=_sample_aspect(stream), colour=Colour.of(first), hdr=HdrMetadata.from_frame(first),
+            interlaced=interlaced_from_flags(order, bool(first.interlaced_frame)), field_order=order,
+            timecode=_timecode(container, stream), rotation=int(first.rotation or 0))
         return VideoInfo(
-            path=path,
-            format=container.format.name,
-            width=first.width,
-            height=first.height,
-            frame_rate=stream.average_rate or stream.guessed_rate,
-            time_base=stream.time_base or Fraction(1, 90000),
-            start_time=start,
-            duration=duration,
-            duration_is_exact=exact,
-            frame_count=stream.frames or None,
-            rotation=int(first.rotation or 0),
-            pix_fmt=first.format.name,
-            codec=cc.name,
-            color_primaries=int(first.color_primaries or 0),
-            color_trc=int(first.color_trc or 0),
-            colorspace=int(first.colorspace or 0),
-            color_range=int(first.color_range or 0),
-            streams=tuple(_stream_info(s) for s in container.streams),
-            video_index=stream.index,
-        )
+            path=path, format=container.format.name, width=first.width, height=first.height, frame_rate=rate,
+            time_base=time_base, start_time=start, duration=duration, duration_is_exact=exact,
+            frame_count=stream.frames or None, pix_fmt=first.format.name, codec=cc.name,
+            streams=tuple(_stream_info(s) for s in container.streams), video_index=stream.index, source=source,
+            truncated=_cut_short(path, container.format.name))
+    finally:
+        container.close()
+
+
+def sniff_interlacing(path: str | Path, info: VideoInfo, frames: int) -> bool:
+    """For a stream whose flags do not say: does idet find fields in its first frames?"""
+    container = open_input(Path(path))
+    try:
+        stream = container.streams[info.video_index]
+        try:
+            return detect_interlacing(container.decode(stream), frames)
+        except av.error.FFmpegError:
+            return False
     finally:
         container.close()
 
@@ -226,76 +304,203 @@ class Position:
             seconds = seconds * 60 + float(part)
         return cls(seconds=seconds)
 
+    def seconds_at(self, rate: float) -> float:
+        return self.seconds if self.seconds is not None else self.frame / rate
+
     def reached(self, index: int, seconds: float | None) -> bool:
         if self.frame is not None:
             return index >= self.frame
         return seconds is not None and seconds >= self.seconds - 1e-6
 
 
-# --- colour conversion --------------------------------------------------------------------------------------
-
-_MATRIX = {1: "ITU709", 5: "ITU601", 6: "SMPTE170M", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
-
-
-def untagged_matrix(height: int) -> str:
-    """Untagged material: FFmpeg's convention, BT.601 below 720 lines and BT.709 from HD up."""
-    return "ITU709" if height >= 720 else "ITU601"
-
-
-def _src_colorspace(frame: av.VideoFrame) -> str:
-    return _MATRIX.get(int(frame.colorspace or 2), untagged_matrix(frame.height))
-
-
-def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    if frame.format.name in ("rgb24", "bgr24", "rgba", "bgra", "gbrp"):
-        return frame.to_ndarray(format="rgb24")
-    return frame.to_ndarray(format="rgb24", src_colorspace=_src_colorspace(frame), dst_colorspace="ITU709")
-
-
 class VideoReader:
-    """Streams the frames of a clip's first video stream, in presentation order."""
+    """Streams the frames of a clip's first video stream, in presentation order, as `description` says (working
+    bit depth, matrix and range, deinterlacing); without one, 8-bit RGB as decoded."""
 
-    def __init__(self, path: str | Path, info: VideoInfo | None = None, *, on_decode_error: str = "fail"):
+    SEEK_BACK = (0.0, 1.0, 4.0, 15.0)  # seconds before a start to seek to, tried in turn until one lands before it
+
+    def __init__(self, path: str | Path, info: VideoInfo | None = None, *, on_decode_error: str = "fail",
+                 description: "OutputDescription | None" = None):
         self.path = Path(path)
         self.info = info or probe(self.path)
         self.on_decode_error = on_decode_error
-        self.skipped_packets = 0
-        self.incomplete: str | None = None  # set instead of raising when on_decode_error == "skip"
+        self.description = description
+        self.repairs = Repairs()
         self.frames_decoded = 0  # frames the decoder has handed over, across calls (previews count them)
+        self.first_time: float | None = None  # time of the first frame yielded (trims align audio to it)
+        self.last_time: float | None = None
+
+    @property
+    def incomplete(self) -> str | None:
+        return self.repairs.incomplete
+
+    @property
+    def skipped_packets(self) -> int:
+        return self.repairs.damaged_packets
+
+    @property
+    def rate(self) -> float:
+        d = self.description
+        return float(d.frame_rate) if d is not None and d.frame_rate else self.info.fps
 
     def frames(self, start: Position | None = None, end: Position | None = None) -> Iterator[Frame]:
-        container = _open_input(self.path)
+        info, rate = self.info, self.rate
+        start_seconds = None if start is None else start.seconds_at(rate)
+        container, raw = self._open_at(start_seconds)
         try:
-            stream = container.streams[self.info.video_index]
-            stream.thread_type = "AUTO"
-            seeking = start is not None and start.seconds is not None
-            if seeking and start.seconds > 0:
-                # Land on the keyframe before the start, then decode forward; never read the whole prefix.
-                target = int((self.info.start_time + start.seconds) / self.info.time_base)
-                container.seek(target, stream=stream, backward=True, any_frame=False)
-            index, last_time, first = 0, None, True
-            for frame in self._decode(container, stream):
-                seconds = None if frame.time is None else frame.time - self.info.start_time
-                if seeking and first and self.info.frame_rate and seconds is not None:
-                    index = int(round(seconds * self.info.frame_rate))  # after a seek, from the timestamp
-                first = False
+            index, stopped = None, False
+            for frame in raw:
+                seconds = None if frame.time is None else frame.time - info.start_time
+                if index is None:  # after a seek the index comes from the timestamp
+                    index = int(round(seconds * rate)) if (seconds is not None and start_seconds) else 0
                 if end is not None and end.reached(index, seconds):
-                    return
-                last_time = frame.time
+                    stopped = True
+                    break
                 if start is None or start.reached(index, seconds):
-                    yield Frame(index=index, pts=frame.pts, time_base=frame.time_base or self.info.time_base,
-                                rgb=frame_to_rgb(frame))
+                    if self.first_time is None:
+                        self.first_time = frame.time
+                    self.last_time = frame.time
+                    yield Frame(index=index, pts=frame.pts, time_base=frame.time_base or info.time_base,
+                                rgb=self._to_rgb(frame))
                 index += 1
-            self._check_complete(index, last_time)
+            if not stopped:
+                self._check_complete(index or 0)
         finally:
             container.close()
 
-    def _check_complete(self, count: int, last_time: float | None) -> None:
-        """A stream that ends early is damaged: never let it turn silently into a short video."""
-        info, rate = self.info, self.info.fps
+    # --- decoding ---------------------------------------------------------------------------------------------
+
+    def _open_at(self, start_seconds: float | None):
+        """Open the clip and position it so the first frame decoded is at or before `start_seconds`: seek, see
+        where the decoder landed, and seek further back if it landed past the start (MPEG-TS seeks by bytes)."""
+        info = self.info
+        for back in self.SEEK_BACK if start_seconds else (None,):
+            container = open_input(self.path)
+            stream = container.streams[info.video_index]
+            stream.thread_type = "AUTO"
+            target = None if back is None else start_seconds - back
+            if target is not None and target > 0:
+                container.seek(int((info.start_time + target) / info.time_base), stream=stream, backward=True,
+                               any_frame=False)
+            frames = self._frames_from(container, stream)
+            first = next(frames, None)
+            landed = None if first is None or first.time is None else first.time - info.start_time
+            if first is None or target is None or target <= 0 or landed is None or landed <= start_seconds + 1e-6:
+                return container, _prepend(first, frames)
+            container.close()  # landed past the start: go further back
+        container = open_input(self.path)  # give up seeking: decode from the beginning
+        stream = container.streams[info.video_index]
+        stream.thread_type = "AUTO"
+        return container, self._frames_from(container, stream)
+
+    def _frames_from(self, container, stream) -> Iterator[av.VideoFrame]:
+        """Decoded frames after size normalisation, deinterlacing and timestamp repair."""
+        mode = self.description.deinterlace if self.description else "off"
+        deinterlacer = Deinterlacer(mode, self.info.time_base) if mode != "off" else None
+        last_pts = None
+        for frame in self._decode(container, stream):
+            frame = self._normalise_size(frame)
+            for out in (deinterlacer.push(frame) if deinterlacer else (frame,)):
+                last_pts = self._repair_pts(out, last_pts)
+                yield out
+        for out in deinterlacer.flush() if deinterlacer else ():
+            last_pts = self._repair_pts(out, last_pts)
+            yield out
+
+    def _fail_or_count(self, counter: str, message: str, decoded: int) -> None:
+        if self.on_decode_error != "skip":
+            raise CorruptInputError(f"{self.path}: {message} after {decoded} decoded frames; pass --on-decode-error "
+                                    "skip to continue past damaged data", decoded)
+        setattr(self.repairs, counter, getattr(self.repairs, counter) + 1)
+
+    def _decode(self, container, stream) -> Iterator[av.VideoFrame]:
+        decoded, errors_in_a_row = 0, 0
+        demuxed_pts: set[int] = set()
+        decoded_pts: list[int] = []
+        packets = container.demux(stream)
+        while True:
+            try:
+                packet = next(packets)
+                errors_in_a_row = 0
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:
+                errors_in_a_row += 1
+                if self.on_decode_error != "skip" or errors_in_a_row > MAX_CONSECUTIVE_READ_ERRORS:
+                    raise CorruptInputError(f"{self.path}: read error after {decoded} decoded frames: {exc}",
+                                            decoded) from None
+                self.repairs.read_errors += 1
+                packets = container.demux(stream)  # the demuxer goes on from where it stopped
+                continue
+            if packet.size and packet.pts is not None:
+                demuxed_pts.add(packet.pts)
+            if packet.is_corrupt:
+                self._fail_or_count("damaged_packets", "a damaged video packet", decoded)
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError as exc:
+                self._fail_or_count("damaged_packets", f"corrupt data ({exc})", decoded)
+                continue
+            for frame in frames:
+                decoded += 1
+                self.frames_decoded += 1
+                if frame.pts is not None:
+                    decoded_pts.append(frame.pts)
+                yield frame
+        self._count_lost(demuxed_pts, decoded_pts, decoded)
+
+    def _count_lost(self, demuxed: set[int], decoded: list[int], count: int) -> None:
+        """Frames lost to damage: packets whose frame never came out of the decoder, or, once damage was seen in a
+        constant-rate stream, the holes it left in the timeline (a damaged stretch can swallow packets whole)."""
+        if not decoded:
+            return
+        low, high = min(decoded), max(decoded)
+        lost = len({p for p in demuxed if low <= p <= high} - set(decoded))
+        damaged = lost or self.repairs.damaged_packets or self.repairs.read_errors
+        if damaged and self.info.frame_rate:
+            step = float(1 / (self.info.frame_rate * self.info.time_base))  # one frame, in time-base units
+            gaps = np.diff(np.sort(np.asarray(decoded, np.float64)))
+            holes = int(sum(round(g / step) - 1 for g in gaps if g > 1.5 * step))
+            lost = max(lost, holes)
+        if lost:
+            if self.on_decode_error != "skip":
+                raise CorruptInputError(f"{self.path}: {lost} frames could not be decoded (damaged data; "
+                                        f"{count} frames decoded); pass --on-decode-error skip to upscale the rest",
+                                        count)
+            self.repairs.lost_frames += lost
+
+    def _normalise_size(self, frame: av.VideoFrame) -> av.VideoFrame:
+        info = self.info
+        if (frame.width, frame.height) == (info.width, info.height) and frame.format.name == info.pix_fmt:
+            return frame
+        self.repairs.resized_frames += 1
+        scaled = frame.reformat(width=info.width, height=info.height, format=info.pix_fmt)
+        scaled.pts, scaled.time_base = frame.pts, frame.time_base
+        return scaled
+
+    def _repair_pts(self, frame: av.VideoFrame, last_pts: int | None) -> int | None:
+        pts = frame.pts
+        if pts is None:
+            return last_pts
+        if last_pts is not None and pts <= last_pts:
+            frame.pts = pts = last_pts + 1  # the smallest step forward: never reorders, never shifts the rest
+            self.repairs.repaired_timestamps += 1
+        return pts
+
+    def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        d = self.description
+        if d is None:
+            return frame_to_rgb(frame)
+        return frame_to_rgb(frame, d.working_format, d.decode_matrix, d.decode_full_range)
+
+    def _check_complete(self, count: int) -> None:
+        """A stream that ends early is damaged: never let it turn silently into a short video. `count`: frames
+        through the end (from the first frame's index)."""
+        info, rate, last_time = self.info, self.info.fps, self.last_time
+        per_frame = 2 if self.description is not None and self.description.deinterlace == "field" else 1
         problem = None
-        if info.frame_count and count < info.frame_count:
-            problem = f"decoded {count} of the {info.frame_count} frames its index lists"
+        if info.frame_count and count < info.frame_count * per_frame:
+            problem = f"decoded {count // per_frame} of the {info.frame_count} frames its index lists"
         elif info.duration and last_time is not None:
             slack = 2.0 / rate if info.duration_is_exact else 1.0
             if last_time + 1.0 / rate < info.start_time + info.duration - slack:
@@ -304,36 +509,14 @@ class VideoReader:
         if problem is None:
             return
         if self.on_decode_error == "skip":
-            self.incomplete = problem
+            self.repairs.incomplete = problem
             return
         raise CorruptInputError(
             f"{self.path}: {problem}; the file is truncated or damaged. "
             "Pass --on-decode-error skip to upscale what is there", count)
 
-    def _decode(self, container, stream) -> Iterator[av.VideoFrame]:
-        decoded = 0
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                return
-            except av.error.FFmpegError as exc:
-                raise CorruptInputError(
-                    f"{self.path}: read error after {decoded} decoded frames: {exc}", decoded
-                ) from None
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError as exc:
-                if self.on_decode_error == "skip":
-                    self.skipped_packets += 1
-                    continue
-                raise CorruptInputError(
-                    f"{self.path}: corrupt data after {decoded} decoded frames ({exc}); "
-                    "pass --on-decode-error skip to continue past damaged packets",
-                    decoded,
-                ) from None
-            for frame in frames:
-                decoded += 1
-                self.frames_decoded += 1
-                yield frame
+
+def _prepend(first, rest: Iterator) -> Iterator:
+    if first is not None:
+        yield first
+    yield from rest

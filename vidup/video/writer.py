@@ -1,13 +1,25 @@
-"""Encode upscaled frames and copy every audio and subtitle stream packet-for-packet.
+"""Encode upscaled frames as the clip's `OutputDescription` says, and copy every other stream packet for packet.
 
-Atomic output: everything is written to a hidden temporary file beside the target and renamed into place only
-when the file is complete, so a failure at any point leaves no output file at all.
+- Video: the description's size, sample aspect, pixel format (bit depth and chroma), colour tags and HDR10
+  metadata (x264/x265 parameters), rotation and timecode (a timecode track in MOV/MP4, a tag in Matroska).
+- Audio, subtitles and data streams are copied packet for packet with their language and disposition;
+  attachments (fonts for ASS subtitles) are written with the header. Damaged packets, and packets the muxer
+  refuses (out-of-order timestamps), are dropped and counted, never allowed to crash the mux.
+- Whether the container can hold a stream is found by trying, not from the muxer's codec list (which says
+  MPEG-TS cannot hold H.264).
+- Atomic output: everything goes to a hidden temporary file beside the target (named with vidup's process id)
+  and is renamed into place only when complete. A temporary file left by a killed run is removed, with a note.
+  Every OS or muxer error on output is an `OutputWriteError`, and no temporary file is left.
 """
 
 from __future__ import annotations
 
+import errno
+import io
+import logging
 import os
-import tempfile
+import re
+import secrets
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -17,15 +29,22 @@ import av.error
 import numpy as np
 
 from vidup.config import CODECS, OutputConfig
-from vidup.errors import OutputPathError, UnsupportedStreamError
-from vidup.video.reader import VideoInfo, _open_input
+from vidup.errors import OutputPathError, OutputWriteError, UnsupportedStreamError
+from vidup.video.colour import rgb_to_frame
+from vidup.video.describe import OutputDescription
+from vidup.video.reader import Repairs, StreamInfo, VideoInfo, open_input
 
-BT709 = 1
-MPEG_RANGE = 1
+log = logging.getLogger(__name__)
+
+FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
+           ".ts": "mpegts", ".m2ts": "mpegts", ".mts": "mpegts", ".mxf": "mxf", ".nut": "nut"}
 
 
 def check_output_path(output: Path, input_path: Path | None, overwrite: bool) -> None:
     """Refuse unusable output paths before anything expensive happens."""
+    if str(output) == "-":
+        raise OutputPathError("vidup upscale writes files; to write frames to stdout use `vidup filter` "
+                              "(... | vidup filter | ffmpeg -f yuv4mpegpipe -i - OUT)")
     same = input_path is not None and (output.resolve() == input_path.resolve()
                                        or (output.exists() and input_path.exists() and output.samefile(input_path)))
     if same:  # resolve() catches "./in.mp4", samefile() hard links
@@ -35,103 +54,230 @@ def check_output_path(output: Path, input_path: Path | None, overwrite: bool) ->
     if output.exists() and not overwrite:
         raise OutputPathError(f"output {output} already exists; pass --overwrite to replace it")
     if not output.suffix:
-        raise OutputPathError(f"output {output} has no extension; use .mp4, .mkv or .mov")
+        raise OutputPathError(f"output {output} has no extension; use .mp4, .mkv, .mov or .ts")
+    format_for(output)
+    folder = output.parent if str(output.parent) else Path(".")
+    if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot write to {folder}: permission denied")
+
+
+def format_for(path: Path) -> str:
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise OutputPathError(f"unsupported output extension '{path.suffix}'; use one of {', '.join(FORMATS)}") from None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_parts(path: Path) -> list[Path]:
+    """Temporary files of earlier runs on `path` whose process is gone (a killed run): removed, and returned so the
+    caller can say so."""
+    removed = []
+    pattern = re.compile(rf"^\.{re.escape(path.stem)}\.(\d+)-[0-9a-f]+\.part{re.escape(path.suffix)}$")
+    for candidate in path.parent.glob(f".{path.stem}.*.part{path.suffix}"):
+        match = pattern.match(candidate.name)
+        if match and not _pid_alive(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _os_error_text(exc: BaseException) -> str:
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOSPC:
+        return "the disk is full"
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if code == errno.EROFS:
+        return "the file system is read-only"
+    if code == errno.EIO:
+        return "an I/O error"
+    return str(exc) or exc.__class__.__name__
+
+
+def timecode_plus(timecode: str, seconds: float, rate: Fraction | None) -> str:
+    """A SMPTE timecode moved by `seconds` (a trim's start) at the clip's nominal rate. ';' marks drop-frame
+    timecode (29.97 and 59.94): frame numbers 0-1 (0-3 at 59.94) are skipped each minute but every tenth."""
+    match = re.fullmatch(r"(\d+):(\d+):(\d+)([:;.,])(\d+)", timecode.strip())
+    if not match or not rate or not seconds:
+        return timecode
+    h, m, s, sep, f = (int(g) if g.isdigit() else g for g in match.groups())
+    fps = round(float(rate))
+    drop = fps // 15 if sep in ";," and fps in (30, 60) else 0
+    minutes = h * 60 + m
+    count = (minutes * 60 + s) * fps + f - drop * (minutes - minutes // 10)
+    count += round(seconds * float(rate))
+    if drop:  # frame count back to drop-frame labels
+        per_minute, per_ten = fps * 60 - drop, fps * 600 - 9 * drop
+        tens, rest = divmod(count, per_ten)
+        count += 9 * drop * tens + (drop * ((rest - drop) // per_minute) if rest >= drop else 0)
+    f, s = count % fps, count // fps % 60
+    m, h = count // (fps * 60) % 60, count // (fps * 3600) % 24
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{f:02d}"
 
 
 class VideoWriter:
-    """Usage: `with VideoWriter(...) as w: w.write(rgb, pts, time_base)`; the file appears on a clean exit.
+    """Usage: `with VideoWriter(path, description, output, source=info) as w: w.write(rgb, pts)`; the file
+    appears on a clean exit. `window` = (start, end) in seconds of the input's timeline trims the copied streams;
+    its start is the output's time zero (so a trim, or a negative start, begins at 0). `timecode_offset`: seconds
+    a trim skips, so the timecode track names the first frame kept."""
 
-    `source` (a probed input) supplies the streams to copy, colour tags and rotation; `window` = (start, end)
-    in seconds of the input's timeline, either None for open, trims copied packets, and a start shifts every
-    timestamp so the output begins at the window's start.
-    """
-
-    def __init__(self, path: str | Path, *, width: int, height: int, frame_rate: Fraction | None,
-                 time_base: Fraction, output: OutputConfig, source: VideoInfo | None = None,
-                 window: tuple[float | None, float | None] | None = None, overwrite: bool = False):
+    def __init__(self, path: str | Path, description: OutputDescription, output: OutputConfig,
+                 source: VideoInfo | None = None, window: tuple[float | None, float | None] | None = None,
+                 overwrite: bool = False, repairs: Repairs | None = None, timecode_offset: float = 0.0):
         self.path = Path(path)
+        self.timecode_offset = timecode_offset  # seconds from the source's first frame to the output's first
+        self.description = description
         self.source = source
         self.window = window  # may be set until the first write (a frame-index start is known only then)
+        self.repairs = repairs if repairs is not None else Repairs()
         self.frames_written = 0
         self.packets_copied = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self.notes: list[str] = []
         self._overwrite = overwrite
         self._passthrough_in = None
+        self._format = format_for(self.path)
         try:
-            self._container = av.open(str(self._tmp), "w", format=self._format_for(self.path))
-            self._video = self._add_video_stream(width, height, frame_rate, time_base, output)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputWriteError(f"cannot create the folder {self.path.parent}: {_os_error_text(exc)}") from None
+        for stale in remove_stale_parts(self.path):
+            self.notes.append(f"removed {stale.name}, left by an interrupted run")
+        self._tmp = self.path.parent / f".{self.path.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{self.path.suffix}"
+        try:
+            self._container = av.open(str(self._tmp), "w", format=self._format)
+        except (OSError, av.error.FFmpegError) as exc:
+            raise OutputWriteError(f"cannot write {self.path}: {_os_error_text(exc)}") from None
+        try:
+            self._video = self._add_video_stream(output)
             self._copied = self._add_passthrough_streams() if source else {}
-            self._container.start_encoding()
-        except Exception:
+            self._start()
+        except BaseException:
             self.abort()
             raise
         self._pending = self._passthrough_packets() if self._copied else iter(())
         self._next_packet = None
 
-    @staticmethod
-    def _format_for(path: Path) -> str:
-        # The temporary name ends in ".part.mp4"; the muxer is chosen from the real target's extension.
-        formats = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm",
-                   ".avi": "avi", ".ts": "mpegts", ".nut": "nut"}
-        try:
-            return formats[path.suffix.lower()]
-        except KeyError:
-            raise OutputPathError(f"unsupported output extension '{path.suffix}'; use one of {', '.join(formats)}") from None
+    # --- setup ------------------------------------------------------------------------------------------------
 
-    def _add_video_stream(self, width, height, frame_rate, time_base, output: OutputConfig):
-        family = av.Codec(output.codec, "w").canonical_name  # what muxers list: libx264 -> h264
-        if family not in self._container.supported_codecs:
-            raise UnsupportedStreamError(
-                f"{self.path.suffix} files cannot hold {output.codec} video; use .mkv or .mov"
-            )
-        stream = self._container.add_stream(output.codec, rate=frame_rate or Fraction(25))
-        stream.width, stream.height = width, height
-        default_pix_fmt, has_crf, has_preset = CODECS[output.codec]
-        stream.pix_fmt = output.pix_fmt or default_pix_fmt
+    def _add_video_stream(self, output: OutputConfig):
+        d = self.description
+        try:
+            stream = self._container.add_stream(output.codec, rate=d.frame_rate or Fraction(25))
+        except ValueError:
+            raise UnsupportedStreamError(f"{self.path.suffix} files cannot hold {output.codec} video; use .mkv or "
+                                         ".mov") from None
+        stream.width, stream.height = d.width, d.height
+        stream.pix_fmt = d.pix_fmt
+        _, has_crf, has_preset = CODECS[output.codec]
         options = {}
         if has_crf and output.crf is not None:
             options["crf"] = str(output.crf)
         if has_preset and output.preset:
             options["preset"] = output.preset
+        params = d.hdr.encoder_params(output.codec) if d.hdr else []
         if output.codec == "libx265":
-            options["x265-params"] = "log-level=error"
+            params.insert(0, "log-level=error")
+        if params:
+            options[f"{output.codec.removeprefix('lib')}-params"] = ":".join(params)
         stream.options = options
-        stream.time_base = time_base  # keep the input's clock so every pts survives exactly
-        stream.codec_context.time_base = time_base
+        stream.time_base = d.time_base  # the reader's clock: every pts survives exactly
         cc = stream.codec_context
-        cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = BT709, BT709, BT709, MPEG_RANGE
-        if self.source is not None and self.source.rotation:
-            stream.set_display_rotation(self.source.rotation)
+        cc.time_base = d.time_base
+        c = d.colour
+        cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = c.primaries, c.transfer, c.matrix, c.range
+        if d.sample_aspect != 1:
+            cc.sample_aspect_ratio = d.sample_aspect
+        if d.rotation:
+            stream.set_display_rotation(d.rotation)
+        if d.timecode:
+            stream.metadata["timecode"] = timecode_plus(d.timecode, self.timecode_offset, d.source.frame_rate)
         return stream
 
     def _add_passthrough_streams(self) -> dict[int, object]:
         infos = self.source.passthrough_streams
         if not infos:
             return {}
-        self._passthrough_in = _open_input(self.source.path)
+        self._passthrough_in = open_input(self.source.path)
         copied = {}
         for info in infos:
             in_stream = self._passthrough_in.streams[info.index]
-            if info.codec not in self._container.supported_codecs:
-                raise UnsupportedStreamError(
-                    f"{self.path.suffix} files cannot hold the {info.type} stream #{info.index} ({info.codec}) "
-                    "without re-encoding it; use an .mkv output to keep it untouched"
-                )
-            out_stream = self._container.add_stream_from_template(in_stream)
+            if info.type == "attachment":
+                self._add_attachment(in_stream, info)
+                continue
+            try:
+                out_stream = self._container.add_stream_from_template(in_stream)
+            except (ValueError, av.error.FFmpegError):
+                raise self._cannot_hold(info) from None
             for key, value in in_stream.metadata.items():
                 out_stream.metadata[key] = value
             out_stream.disposition = in_stream.disposition
             copied[info.index] = out_stream
         return copied
 
+    def _add_attachment(self, in_stream, info: StreamInfo) -> None:
+        if self._format != "matroska":  # only Matroska stores attachments (MP4 accepts one, then fails its header)
+            raise self._cannot_hold(info)
+        name = getattr(in_stream, "name", None) or info.metadata.get("filename") or f"attachment{info.index}"
+        mimetype = getattr(in_stream, "mimetype", None) or info.metadata.get("mimetype") or "application/octet-stream"
+        try:
+            self._container.add_attachment(name, mimetype, bytes(in_stream.data))
+        except (ValueError, av.error.FFmpegError, AttributeError):
+            raise self._cannot_hold(info) from None
+
+    def _cannot_hold(self, info: StreamInfo) -> UnsupportedStreamError:
+        what = {"attachment": "attachment", "data": "data stream"}.get(info.type, f"{info.type} stream")
+        return UnsupportedStreamError(
+            f"{self.path.suffix} files cannot hold the {what} #{info.index} ({info.codec}) without re-encoding it; "
+            "use an .mkv output to keep it untouched")
+
+    def _start(self) -> None:
+        """Write the header. A stream the muxer refuses here is named (each is tried alone in memory)."""
+        try:
+            self._container.start_encoding()
+        except (ValueError, av.error.FFmpegError) as exc:
+            for info in self.source.passthrough_streams if self.source else ():
+                if info.index in self._copied and not self._muxes_alone(info):
+                    raise self._cannot_hold(info) from None
+            raise UnsupportedStreamError(f"{self.path.suffix} files cannot hold this output: {exc}") from None
+
+    def _muxes_alone(self, info: StreamInfo) -> bool:
+        try:
+            with av.open(io.BytesIO(), "w", format=self._format) as trial:
+                trial.add_stream_from_template(self._passthrough_in.streams[info.index])
+                trial.start_encoding()
+            return True
+        except (ValueError, av.error.FFmpegError):
+            return False
+
+    # --- packets ----------------------------------------------------------------------------------------------
+
     def _passthrough_packets(self) -> Iterator:
         streams = [self._passthrough_in.streams[i] for i in self._copied]
-        for packet in self._passthrough_in.demux(streams):
+        packets = self._passthrough_in.demux(streams)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                return
+            except av.error.FFmpegError:  # a damaged stretch: read on past it
+                self.repairs.dropped_packets += 1
+                packets = self._passthrough_in.demux(streams)
+                continue
             if packet.dts is None and packet.pts is None:
                 continue  # demuxer flush packets carry no data
+            if packet.is_corrupt:
+                self.repairs.dropped_packets += 1
+                continue
             yield packet
 
     @staticmethod
@@ -140,7 +286,7 @@ class VideoWriter:
         return float(ts * packet.time_base)
 
     def _mux_passthrough(self, until: float | None) -> None:
-        """Copy audio/subtitle packets up to `until` seconds (input timeline) so the file stays interleaved."""
+        """Copy audio/subtitle/data packets up to `until` seconds (input timeline) so the file stays interleaved."""
         while True:
             if self._next_packet is None:
                 self._next_packet = next(self._pending, None)
@@ -163,43 +309,61 @@ class VideoWriter:
                     if packet.dts is not None:
                         packet.dts -= offset
             packet.stream = self._copied[packet.stream.index]
-            self._container.mux(packet)
+            try:
+                self._container.mux(packet)
+            except OSError:
+                raise  # the disk, not the packet: the caller turns it into an OutputWriteError
+            except (ValueError, av.error.FFmpegError):
+                self.repairs.dropped_packets += 1  # refused by the muxer (timestamps out of order): never fatal
+                continue
             self.packets_copied += 1
 
     @property
     def _shift(self) -> float:
         return (self.window[0] or 0.0) if self.window else 0.0
 
-    def write(self, rgb: np.ndarray, pts: int | None, time_base: Fraction) -> None:
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        frame = frame.reformat(format=self._video.pix_fmt, src_colorspace="ITU709", dst_colorspace="ITU709")
-        frame.colorspace, frame.color_range = BT709, MPEG_RANGE
+    def write(self, rgb: np.ndarray, pts: int | None, time_base: Fraction | None = None) -> None:
+        d = self.description
+        frame = rgb_to_frame(rgb, d.pix_fmt, d.colour.swscale_matrix, d.colour.full_range)
+        c = d.colour
+        frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = (c.primaries, c.transfer,
+                                                                                       c.matrix, c.range)
+        tb = time_base or self._video.time_base
         if pts is not None:
-            shift = int(round(self._shift / time_base))
-            frame.pts = int(round((pts - shift) * time_base / self._video.time_base))
+            shift = int(round(self._shift / tb))
+            frame.pts = int(round((pts - shift) * tb / self._video.time_base))
         else:
             frame.pts = self.frames_written
         frame.time_base = self._video.time_base
-        if self._copied:
-            self._mux_passthrough(float(frame.pts * self._video.time_base) + self._shift)
-        self._container.mux(self._video.encode(frame))
+        try:
+            if self._copied:
+                self._mux_passthrough(float(frame.pts * self._video.time_base) + self._shift)
+            self._container.mux(self._video.encode(frame))
+        except OSError as exc:  # av.error.OSError included: ENOSPC, EIO, EROFS
+            raise OutputWriteError(f"writing {self.path} failed: {_os_error_text(exc)}") from None
         self.frames_written += 1
 
     def close(self) -> Path:
         """Flush the encoder, copy the remaining packets, and move the finished file into place."""
         try:
-            self._container.mux(self._video.encode(None))
-            if self._copied:
-                self._mux_passthrough(None)
-            self._container.close()
+            try:
+                self._container.mux(self._video.encode(None))
+                if self._copied:
+                    self._mux_passthrough(None)
+                self._container.close()
+            except OSError as exc:
+                raise OutputWriteError(f"writing {self.path} failed: {_os_error_text(exc)}") from None
             if self._passthrough_in is not None:
                 self._passthrough_in.close()
             if self.path.exists() and not self._overwrite:
                 raise OutputPathError(f"output {self.path} appeared while vidup was running; not replacing it")
             umask = os.umask(0)
             os.umask(umask)
-            os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual mode
-            os.replace(self._tmp, self.path)
+            try:
+                os.chmod(self._tmp, 0o666 & ~umask)  # hidden temporary files are 0600; outputs get the usual mode
+                os.replace(self._tmp, self.path)
+            except OSError as exc:
+                raise OutputWriteError(f"cannot move the finished file to {self.path}: {_os_error_text(exc)}") from None
         except BaseException:
             self.abort()
             raise

@@ -33,6 +33,7 @@ from vidup.engines.flux.schedule import Plan, Schedules, image_seq_len, start_in
 from vidup.engines.flux.weights import (BASE_PARTS, BASE_PATTERNS, CONTROLNET_PARTS, CONTROLNET_PATTERNS, resolve_lora,
                                         resolve_model_dir)
 from vidup.errors import ConfigError
+from vidup.pixels import from_unit
 from vidup.sizing import SIZE_MULTIPLE, resize_rgb
 from vidup.temporal.flow import consistent_flow, upsample_flow
 from vidup.temporal.seeding import COLOR_FIXES
@@ -55,10 +56,6 @@ class Conditioning:
     txt_ids: torch.Tensor
     img_ids: torch.Tensor
     guidance: torch.Tensor | None
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    return (np.clip(image, 0, 1) * 255.0).round().astype(np.uint8)
 
 
 class FluxEngine:
@@ -286,8 +283,8 @@ class FluxEngine:
     # --- per frame ------------------------------------------------------------------------------------------
 
     def check_inputs(self, frame: np.ndarray, size: tuple[int, int]) -> None:
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ConfigError(f"the flux engine takes HxWx3 uint8 RGB frames, got {frame.shape} {frame.dtype}")
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype not in (np.uint8, np.uint16):
+            raise ConfigError(f"the flux engine takes HxWx3 uint8 or uint16 RGB frames, got {frame.shape} {frame.dtype}")
         if size[0] % SIZE_MULTIPLE or size[1] % SIZE_MULTIPLE:
             raise ConfigError(f"flux output sides must be multiples of {SIZE_MULTIPLE} (VAE x8, 2x2 patches), got {size}")
 
@@ -329,8 +326,9 @@ class FluxEngine:
                                          noises["stage1"])
         else:
             plan, pin = self.schedules.keyframe(steps1, flux.strength, seq_len), None
-        stage1 = anchor(to_uint8(self.codec.decode(self.run_stage("stage1", plan, z_init, noises["stage1"], pin=pin))),
-                        init)
+        depth = frame.dtype  # decoded images come back at the frame's precision
+        stage1 = anchor(from_unit(self.codec.decode(self.run_stage("stage1", plan, z_init, noises["stage1"], pin=pin)),
+                                  depth), init)
         t2 = time.perf_counter()
 
         # 2. the ControlNet upscaler restores texture, conditioned on (and started from) the stage-1 result; one
@@ -343,8 +341,8 @@ class FluxEngine:
                                          target, noises["stage2"])
         else:
             plan, pin = self.schedules.keyframe(steps2, flux.stage2_strength, seq_len), None
-        final = anchor(to_uint8(self.codec.decode(self.run_stage("stage2", plan, z_stage1, noises["stage2"],
-                                                                 control=control, pin=pin))), init)
+        final = anchor(from_unit(self.codec.decode(self.run_stage("stage2", plan, z_stage1, noises["stage2"],
+                                                                  control=control, pin=pin)), depth), init)
         t3 = time.perf_counter()
 
         steps = sum(self.steps_run.values()) - steps_before
