@@ -456,3 +456,40 @@ def test_filter_carries_ten_bit_y4m(sr_engine):
     y = np.frombuffer(body[len(b"FRAME\n"):][: 256 * 64 * 2], "<u2").reshape(64, 256)
     source = np.frombuffer(ramp_frame(256, 64, 400, 420, 10).planes[0], "<u2").reshape(64, -1)[:, :256]
     assert np.array_equal(y, source)  # 21 codes in, the same 21 codes out
+
+
+def test_container_tags_and_chapters_are_kept_and_follow_a_trim(tmp_path, cli):
+    clip = make_clip(tmp_path / "in.mkv", frames=25)
+    with av.open(str(clip)) as src, av.open(str(tmp_path / "tagged.mkv"), "w") as out:
+        video = out.add_stream_from_template(src.streams.video[0])
+        out.metadata["title"] = "Cup final highlights"
+        out.set_chapters([{"id": 1, "start": 0, "end": 4, "time_base": Fraction(1, 10), "metadata": {"title": "Kick-off"}},
+                          {"id": 2, "start": 4, "end": 10, "time_base": Fraction(1, 10), "metadata": {"title": "Goal"}}])
+        for packet in src.demux(video=0):
+            if packet.size:
+                packet.stream = video
+                out.mux(packet)
+    tagged = tmp_path / "tagged.mkv"
+    whole, trimmed = tmp_path / "whole.mkv", tmp_path / "trim.mkv"
+    assert cli(tagged, whole, "--size", "128", "-q").exit_code == 0
+    assert cli(tagged, trimmed, "--size", "128", "--start", "0.6s", "-q").exit_code == 0
+    with av.open(str(whole)) as c:
+        assert c.metadata.get("title") == "Cup final highlights"
+        assert [(ch["metadata"]["title"], round(float(ch["start"] * ch["time_base"]), 3)) for ch in c.chapters()] == \
+            [("Kick-off", 0.0), ("Goal", 0.4)]
+    with av.open(str(trimmed)) as c:  # the trim starts inside "Goal": only it is left, from zero
+        assert [(ch["metadata"]["title"], round(float(ch["start"] * ch["time_base"]), 3),
+                 round(float(ch["end"] * ch["time_base"]), 3)) for ch in c.chapters()] == [("Goal", 0.0, 0.4)]
+
+
+@pytest.mark.parametrize("codec,depth,chroma,expected,lost", [
+    ("libx264", 12, "420", "yuv420p10le", "stores at most 10 bits"),
+    ("libx265", 12, "422", "yuv422p12le", None),
+    ("prores_ks", 8, "420", "yuv422p10le", None),
+    ("libx264", 8, "444", "yuv444p", None),
+])
+def test_pixel_format_choice_keeps_what_the_codec_can(codec, depth, chroma, expected, lost):
+    from vidup.video.describe import choose_pix_fmt
+
+    pix_fmt, notes = choose_pix_fmt(codec, depth, chroma, None)
+    assert pix_fmt == expected and (lost in " ".join(notes) if lost else notes == [])

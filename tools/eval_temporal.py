@@ -89,7 +89,10 @@ def main() -> None:
     parser.add_argument("--skip-flux", action="store_true")
     parser.add_argument("--save-frames", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the SR rows (sr.color_anchor=false, temporal.sr_strength=0.5)")
     args = parser.parse_args()
+    sr = {"engine": "sr", **dict(item.split("=", 1) for item in args.set)}
 
     rows = []
     save = None
@@ -97,9 +100,9 @@ def main() -> None:
         args.save_frames.mkdir(parents=True, exist_ok=True)
         save = {"dir": args.save_frames, "frames": [f for f in (30, 59, 60, 61, 90) if f < args.frames]}
     truth = sample_ground_truth(args.frames)
-    rows += evaluate_case("sample", {"engine": "sr"}, truth, downscale(truth), save=save)
+    rows += evaluate_case("sample", sr, truth, downscale(truth), save=save)
     truth = bikes_ground_truth(args.frames)
-    rows += evaluate_case("bikes", {"engine": "sr"}, truth, downscale(truth))
+    rows += evaluate_case("bikes", sr, truth, downscale(truth))
 
     if not args.skip_flux:
         from make_tiny_flux import build

@@ -60,6 +60,8 @@ class VideoInfo:
     video_index: int
     source: SourceFormat  # the decoded stream's facts: bit depth, chroma, colour, HDR, fields, aspect, timecode
     truncated: str | None = None  # why the file looks cut short, where the container can tell and it still decodes
+    tags: dict = field(default_factory=dict, compare=False)  # container metadata (title, comment, ...)
+    chapters: tuple = field(default=(), compare=False)  # as PyAV gives them: dicts with start, end, time_base
 
     @property
     def fps(self) -> float:
@@ -258,7 +260,8 @@ def probe(path: str | Path) -> VideoInfo:
             time_base=time_base, start_time=start, duration=duration, duration_is_exact=exact,
             frame_count=stream.frames or None, pix_fmt=first.format.name, codec=cc.name,
             streams=tuple(_stream_info(s) for s in container.streams), video_index=stream.index, source=source,
-            truncated=_cut_short(path, container.format.name))
+            truncated=_cut_short(path, container.format.name), tags=dict(container.metadata),
+            chapters=tuple(container.chapters()))
     finally:
         container.close()
 
@@ -329,6 +332,7 @@ class VideoReader:
         self.frames_decoded = 0  # frames the decoder has handed over, across calls (previews count them)
         self.first_time: float | None = None  # time of the first frame yielded (trims align audio to it)
         self.last_time: float | None = None
+        self.interval: float | None = None  # the last gap between frames, as timestamps say (rates can lie)
 
     @property
     def incomplete(self) -> str | None:
@@ -359,6 +363,8 @@ class VideoReader:
                 if start is None or start.reached(index, seconds):
                     if self.first_time is None:
                         self.first_time = frame.time
+                    if frame.time is not None and self.last_time is not None and frame.time > self.last_time:
+                        self.interval = frame.time - self.last_time
                     self.last_time = frame.time
                     yield Frame(index=index, pts=frame.pts, time_base=frame.time_base or info.time_base,
                                 rgb=self._to_rgb(frame))
@@ -502,8 +508,9 @@ class VideoReader:
         if info.frame_count and count < info.frame_count * per_frame:
             problem = f"decoded {count // per_frame} of the {info.frame_count} frames its index lists"
         elif info.duration and last_time is not None:
-            slack = 2.0 / rate if info.duration_is_exact else 1.0
-            if last_time + 1.0 / rate < info.start_time + info.duration - slack:
+            frame = max(1.0 / rate, self.interval or 0.0)
+            slack = 2.0 * frame if info.duration_is_exact else 1.0
+            if last_time + frame < info.start_time + info.duration - slack:
                 problem = (f"the video stops at {last_time - info.start_time:.2f} s of the {info.duration:.2f} s "
                            f"the file declares ({count} frames decoded)")
         if problem is None:

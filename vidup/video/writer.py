@@ -36,6 +36,7 @@ from vidup.video.reader import Repairs, StreamInfo, VideoInfo, open_input
 
 log = logging.getLogger(__name__)
 
+MUXER_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands"}  # the muxer's own, rewritten
 FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
            ".ts": "mpegts", ".m2ts": "mpegts", ".mts": "mpegts", ".mxf": "mxf", ".nut": "nut"}
 
@@ -160,6 +161,8 @@ class VideoWriter:
         try:
             self._video = self._add_video_stream(output)
             self._copied = self._add_passthrough_streams() if source else {}
+            if source is not None:
+                self._copy_tags_and_chapters(source)
             self._start()
         except BaseException:
             self.abort()
@@ -233,6 +236,34 @@ class VideoWriter:
             self._container.add_attachment(name, mimetype, bytes(in_stream.data))
         except (ValueError, av.error.FFmpegError, AttributeError):
             raise self._cannot_hold(info) from None
+
+    def _copy_tags_and_chapters(self, source: VideoInfo) -> None:
+        for key, value in source.tags.items():
+            if key.lower() not in MUXER_TAGS:
+                self._container.metadata[key] = value
+        video_in = next((s for s in source.streams if s.index == source.video_index), None)
+        for key in ("language", "title"):
+            if video_in is not None and video_in.metadata.get(key):
+                self._video.metadata[key] = video_in.metadata[key]
+        if not source.chapters:
+            return
+        shift = (self.window[0] if self.window and self.window[0] is not None
+                 else source.start_time + self.timecode_offset if self.timecode_offset else 0.0)
+        end = self.window[1] if self.window else None
+        chapters = []
+        for chapter in source.chapters:
+            tb = chapter["time_base"]
+            first, last = float(chapter["start"] * tb) - shift, float(chapter["end"] * tb) - shift
+            if end is not None:
+                last = min(last, end - shift)
+            if last <= 0 or last <= first:
+                continue  # trimmed away
+            chapters.append(dict(chapter, start=int(round(max(first, 0) / tb)), end=int(round(last / tb))))
+        try:
+            self._container.set_chapters(chapters)
+        except (ValueError, av.error.FFmpegError):
+            self.notes.append(f"{self.path.suffix} files cannot hold chapters; the source's {len(chapters)} are "
+                              "not kept")
 
     def _cannot_hold(self, info: StreamInfo) -> UnsupportedStreamError:
         what = {"attachment": "attachment", "data": "data stream"}.get(info.type, f"{info.type} stream")
