@@ -17,7 +17,7 @@ from vidup.engines.sr_archs import Architecture
 from vidup.engines.weights import load_sr_model
 from vidup.pixels import peak
 from vidup.sizing import resize_rgb
-from vidup.temporal.seeding import blend_high_frequencies, wavelet_color_fix
+from vidup.temporal.seeding import anchor_to_input, blend_high_frequencies
 
 if TYPE_CHECKING:
     from vidup.config import VidupConfig
@@ -109,8 +109,7 @@ class SREngine:
                         StageOutput("resized to target", out, resized - sr_done)]
         if self.color_anchor:
             # Colour and shading below the anchor scale come from the input itself, detail from the network.
-            sigma = self.color_anchor_sigma * size[0] / frame.shape[1]
-            out = wavelet_color_fix(out, resize_rgb(frame, *size), sigma)
+            out = anchor_to_input(out, frame, self.color_anchor_sigma)
             anchored = time.perf_counter()
             self._stages.append(StageOutput("colour anchored to input", out, anchored - resized))
             resized = anchored

@@ -41,6 +41,18 @@ def wavelet_color_fix(output: np.ndarray, reference: np.ndarray, sigma: float = 
     return from_scaled(fixed, output.dtype)
 
 
+def anchor_to_input(output: np.ndarray, small: np.ndarray, sigma: float) -> np.ndarray:
+    """The wavelet colour fix done at the input's resolution: output + upsample(blur(input) - blur(down(output))),
+    with `sigma` in input pixels. The same low frequencies are exchanged as at full size, for a fraction of the
+    work (one downsample, two small blurs, one upsample)."""
+    h, w = small.shape[:2]
+    down = cv2.resize(output, (w, h), interpolation=cv2.INTER_AREA)
+    delta = cv2.GaussianBlur(small.astype(np.float32), (0, 0), sigma) - cv2.GaussianBlur(down.astype(np.float32),
+                                                                                       (0, 0), sigma)
+    up = cv2.resize(delta, (output.shape[1], output.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return from_scaled(output.astype(np.float32) + up, output.dtype)
+
+
 def adain_color_fix(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Per-channel mean and spread of the reference (AdaIN)."""
     out, ref = output.astype(np.float32), reference.astype(np.float32)
