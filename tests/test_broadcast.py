@@ -493,3 +493,23 @@ def test_pixel_format_choice_keeps_what_the_codec_can(codec, depth, chroma, expe
 
     pix_fmt, notes = choose_pix_fmt(codec, depth, chroma, None)
     assert pix_fmt == expected and (lost in " ".join(notes) if lost else notes == [])
+
+
+@pytest.mark.parametrize("codec", ["h264_nvenc", "hevc_nvenc"])
+def test_nvenc_without_a_gpu_is_a_clear_error_before_any_model_loads(tmp_path, monkeypatch, codec):
+    def no_model(config):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(vidup.runner, "load_engine", no_model)
+    clip = make_clip(tmp_path / "in.mp4", frames=2)
+    result = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "out.mp4"), "--codec", codec])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and "needs an NVIDIA GPU" in lines[0] and "libx264" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_nvenc_takes_its_own_ten_bit_layout():
+    from vidup.video.describe import choose_pix_fmt
+
+    assert choose_pix_fmt("hevc_nvenc", 10, "420", None) == ("p010le", [])
+    assert choose_pix_fmt("h264_nvenc", 8, "420", None) == ("yuv420p", [])

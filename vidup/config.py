@@ -20,7 +20,14 @@ CODECS = {
     "libx265": ("yuv420p", True, True),
     "prores_ks": ("yuv422p10le", False, False),
     "ffv1": ("yuv420p", False, False),
+    # NVIDIA's encoders (in PyAV's wheel; they need an NVIDIA GPU and driver at run time). crf maps to their
+    # constant-quality `cq`, the x264 preset names to their p1 (fastest) - p7 (best).
+    "h264_nvenc": ("yuv420p", True, True),
+    "hevc_nvenc": ("yuv420p", True, True),
+    "av1_nvenc": ("yuv420p", True, True),
 }
+NVENC_PRESETS = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p3",
+                 "medium": "p4", "slow": "p5", "slower": "p6", "veryslow": "p7", "placebo": "p7"}
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 
 
@@ -33,6 +40,7 @@ class SRConfig:
     # colours (75% bars: 191 -> green 221), and kits and graphics must keep theirs.
     color_anchor: bool = True
     color_anchor_sigma: float = 1.0  # Gaussian sigma in input pixels below which the input's content is kept
+    batch: str = "auto"  # frames per network call: auto (8 on a GPU, 1 on the CPU) or a number
 
 
 OFFLOAD_MODES = ("auto", "none", "model", "sequential")
@@ -84,6 +92,7 @@ class TemporalConfig:
 
     enabled: bool = True
     flow_preset: str = "medium"  # DIS: ultrafast | fast | medium
+    flow_max_side: int = 480  # flow is computed on the input scaled to at most this long side (0: full size)
     photometric_threshold: float = 0.2  # max RGB difference (0-1) for a warped pixel to be trusted
     shot_threshold: float = 27.0  # content change (0-255) that starts a new shot
     sr_strength: float = 1.0  # SR engine: share of the warped previous output's high frequencies taken
@@ -97,6 +106,7 @@ class TemporalConfig:
     keyframe_interval: int = 0  # FLUX: also a keyframe every N frames of a shot (0: only at cuts)
     flux_min_trusted: float = 0.2  # FLUX: a frame whose flow trusts less than this share is a keyframe
     color_fix: str = "wavelet"  # FLUX: anchor outputs to the input's low frequencies: wavelet | adain | none
+    backend: str = "auto"  # SR frame path after the network: auto (torch on a GPU, OpenCV on the CPU) | torch | cv2
 
 
 @dataclass
@@ -130,6 +140,7 @@ class VidupConfig:
     overwrite: bool = False
     quiet: bool = False
     on_decode_error: str = "fail"  # fail | skip: whether a corrupt packet midway stops the run
+    pipeline: bool = True  # overlap decoding, motion analysis, the engine and encoding in threads
     deinterlace: str = "auto"  # auto (detect; field rate) | field (50p from 25i) | frame (25p from 25i) | off
     idet_frames: int = 32  # frames idet looks at when a stream's field flags are unknown
     sr: SRConfig = field(default_factory=SRConfig)
@@ -164,6 +175,10 @@ class VidupConfig:
             raise ConfigError("idet_frames must be at least 4")
         if self.sr.color_anchor_sigma <= 0:
             raise ConfigError("sr.color_anchor_sigma must be > 0")
+        if self.sr.batch != "auto" and not (str(self.sr.batch).isdigit() and int(self.sr.batch) >= 1):
+            raise ConfigError(f"sr.batch must be auto or a whole number >= 1, got '{self.sr.batch}'")
+        if self.temporal.backend not in ("auto", "torch", "cv2"):
+            raise ConfigError(f"temporal.backend must be auto, torch or cv2, got '{self.temporal.backend}'")
         out = self.output
         if out.codec not in CODECS:
             raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got '{out.codec}'")
@@ -194,6 +209,8 @@ class VidupConfig:
                             ("flux_min_trusted", t.flux_min_trusted)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"temporal.{name} must be between 0 and 1, got {value}")
+        if t.flow_max_side and t.flow_max_side < 32:
+            raise ConfigError("temporal.flow_max_side must be 0 (full size) or at least 32")
         if t.keyframe_interval < 0:
             raise ConfigError("temporal.keyframe_interval must be 0 (keyframes only at cuts) or a frame count")
         if t.new_content_steps < 1:

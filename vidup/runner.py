@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -15,13 +16,14 @@ import numpy as np
 from vidup.config import VidupConfig
 from vidup.engines.base import Engine, load_engine
 from vidup.errors import ConfigError, TruncatedInputError
-from vidup.temporal.state import TemporalTracker
+from vidup.pipeline import run_pipeline
+from vidup.temporal.state import Motion, TemporalTracker
 from vidup.video.colour import frame_to_rgb
 from vidup.video.deinterlace import decide
 from vidup.video.describe import OutputDescription, describe_output
 from vidup.video.hdr import DisplayReferredPQ, ToneMapToSdr
-from vidup.video.reader import Position, Repairs, VideoInfo, VideoReader, probe, sniff_interlacing
-from vidup.video.writer import VideoWriter, check_output_path
+from vidup.video.reader import Frame, Position, Repairs, VideoInfo, VideoReader, probe, sniff_interlacing
+from vidup.video.writer import VideoWriter, check_encoder, check_output_path
 
 log = logging.getLogger("vidup")
 MIN_FLOW_SIDE = 12  # DIS optical flow needs frames at least this big on each side
@@ -29,9 +31,11 @@ MIN_FLOW_SIDE = 12  # DIS optical flow needs frames at least this big on each si
 
 @dataclass
 class StageTimes:
-    """Wall seconds spent in each stage of the loop."""
+    """Seconds each stage was busy (stages overlap in the pipeline, so these can add up to more than the wall
+    time). The engine's time includes what it waited for from the stages before it."""
 
     decode: float = 0.0
+    analysis: float = 0.0  # cut detection and optical flow on the input
     engine: float = 0.0
     encode: float = 0.0
 
@@ -77,7 +81,8 @@ class Upscaler:
         self._size_for: dict[tuple[int, int], tuple[int, int]] = {}
         self.notes: list[str] = []
         t = self.config.temporal
-        self.temporal = TemporalTracker(t.flow_preset, t.photometric_threshold, t.shot_threshold) if t.enabled else None
+        self.temporal = (TemporalTracker(t.flow_preset, t.photometric_threshold, t.shot_threshold, t.flow_max_side)
+                         if t.enabled else None)
         self._before, self._after = self._colour_path(description)
 
     def _colour_path(self, d: OutputDescription | None):
@@ -105,30 +110,59 @@ class Upscaler:
         if self.temporal is not None:
             self.temporal.reset()
 
-    def _temporal_for(self, rgb: np.ndarray) -> TemporalTracker | None:
+    def _check_flow_size(self, rgb: np.ndarray) -> None:
         if self.temporal is not None and min(rgb.shape[:2]) < MIN_FLOW_SIDE:
             self.temporal = None
             self.notes.append(f"frames of {rgb.shape[1]}x{rgb.shape[0]} are too small for optical flow "
                               f"(under {MIN_FLOW_SIDE} px): temporal coherence is off")
-        return self.temporal
+
+    def analyse(self, rgb: np.ndarray) -> Motion | None:
+        """The input-only half of temporal coherence (cuts, flow). Can run ahead, in another thread."""
+        self._check_flow_size(rgb)
+        return None if self.temporal is None else self.temporal.analyser.analyse(rgb)
+
+    def _upscale_one(self, rgb: np.ndarray, motion: Motion | None, prepared=None) -> np.ndarray:
+        """One frame, already through the pre-engine colour transform."""
+        size = self.target_size(rgb.shape[1], rgb.shape[0])
+        self._check_flow_size(rgb)
+        extra = {"prepared": prepared} if prepared is not None else {}
+        if self.temporal is None:
+            out = self.engine.upscale(rgb, size, **extra)
+        else:
+            prior = self.temporal.prior_for(rgb, size, motion)
+            out = self.engine.upscale(rgb, size, prior=prior, **extra)
+            self.temporal.commit(out, getattr(self.engine, "temporal_extras", lambda: None)())
+        return self._after(out) if self._after is not None else out
+
+    def upscale_stream(self, items: Iterable[tuple[np.ndarray, Motion | None]]) -> Iterator[np.ndarray]:
+        """(frame, motion) pairs in (motion None: analysed here), upscaled frames out, in order. An engine that
+        batches (the SR network) gets runs of up to its batch size; the rest of each frame is finished in order."""
+        batch = max(1, getattr(self.engine, "batch", 1))
+        pending: list[tuple[np.ndarray, Motion | None]] = []
+
+        def flush():
+            frames = [frame if self._before is None else self._before(frame) for frame, _ in pending]
+            prepared = [None] * len(pending)
+            if len(pending) > 1 and hasattr(self.engine, "prepare"):
+                size = self.target_size(frames[0].shape[1], frames[0].shape[0])
+                prepared = self.engine.prepare(frames, size)
+            for frame, (_, motion), ready in zip(frames, pending, prepared):
+                yield self._upscale_one(frame, motion, ready)
+            pending.clear()
+
+        for item in items:
+            pending.append(item)
+            if len(pending) >= batch:
+                yield from flush()
+        if pending:
+            yield from flush()
 
     def upscale_frame(self, rgb: np.ndarray) -> np.ndarray:
         if isinstance(rgb, av.VideoFrame):
             rgb = frame_to_rgb(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype not in (np.uint8, np.uint16):
             raise TypeError(f"expected an HxWx3 uint8 or uint16 RGB array, got shape {rgb.shape} dtype {rgb.dtype}")
-        h, w = rgb.shape[:2]
-        size = self.target_size(w, h)
-        if self._before is not None:
-            rgb = self._before(rgb)
-        temporal = self._temporal_for(rgb)
-        if temporal is None:
-            out = self.engine.upscale(rgb, size)
-        else:
-            prior = temporal.prior_for(rgb, size)
-            out = self.engine.upscale(rgb, size, prior=prior)
-            temporal.commit(rgb, out, getattr(self.engine, "temporal_extras", lambda: None)())
-        return self._after(out) if self._after is not None else out
+        return self._upscale_one(rgb if self._before is None else self._before(rgb), None)
 
     def upscale(self, frames: Iterable[np.ndarray | av.VideoFrame]) -> Iterator[np.ndarray]:
         for frame in frames:
@@ -159,12 +193,58 @@ def _expected_frames(info: VideoInfo, description: OutputDescription, start: Pos
     return max(0, min(total, stop) - first)
 
 
+def _timed(items: Iterable, times: StageTimes, field_name: str) -> Iterator:
+    """Yields `items`, adding the time spent producing each to `times.<field_name>`."""
+    items = iter(items)
+    while True:
+        started = time.perf_counter()
+        item = next(items, _DONE)
+        setattr(times, field_name, getattr(times, field_name) + time.perf_counter() - started)
+        if item is _DONE:
+            return
+        yield item
+
+
+_DONE = object()
+
+
+def frame_path(frames: Iterable[Frame], upscaler: Upscaler, times: StageTimes, overlap: bool = True
+               ) -> Iterator[tuple[Frame, np.ndarray]]:
+    """(decoded frame, upscaled frame) pairs, in order. With `overlap`, decoding, motion analysis and the engine
+    run in threads of their own while the caller encodes (`vidup.pipeline`); without it, one after another."""
+
+    def analyse(items: Iterator[Frame]) -> Iterator[tuple[Frame, Motion | None]]:
+        for frame in items:
+            started = time.perf_counter()
+            motion = upscaler.analyse(frame.rgb)
+            times.analysis += time.perf_counter() - started
+            yield frame, motion
+
+    def engine(items: Iterator[tuple[Frame, Motion | None]]) -> Iterator[tuple[Frame, np.ndarray]]:
+        waiting: deque[Frame] = deque()
+
+        def feed():
+            for frame, motion in items:
+                waiting.append(frame)
+                yield frame.rgb, motion
+
+        for out in _timed(upscaler.upscale_stream(feed()), times, "engine"):
+            yield waiting.popleft(), out
+
+    decoded = _timed(frames, times, "decode")
+    if not overlap:
+        yield from engine(analyse(decoded))
+        return
+    yield from run_pipeline(decoded, analyse, engine)
+
+
 def upscale_video(input_path: str | Path, output_path: str | Path, config: VidupConfig,
                   engine: Engine | None = None) -> RunReport:
     """Upscale a clip into a new file. Everything that can be checked is checked before the model loads."""
     config = config.validate()
     input_path, output_path = Path(input_path), Path(output_path)
     check_output_path(output_path, input_path if input_path.exists() else None, config.overwrite)
+    check_encoder(config.output.codec)
     info = probe(input_path)
     description = describe_clip(info, config, config.output.codec)
     start, end = Position.parse(config.start), Position.parse(config.end)
@@ -195,23 +275,14 @@ def upscale_video(input_path: str | Path, output_path: str | Path, config: Vidup
         upscaler = Upscaler(config, engine, description)  # the model loads only after every input check passed
         reader = VideoReader(input_path, info, on_decode_error=config.on_decode_error, description=description)
         reader.repairs = repairs
-        frames = reader.frames(start, end)
         with progress_bar(_expected_frames(info, description, start, end), config.quiet, input_path.name) as bar:
-            while True:
-                t0 = time.perf_counter()
-                frame = next(frames, None)
-                t1 = time.perf_counter()
-                times.decode += t1 - t0
-                if frame is None:
-                    break
+            for frame, out in frame_path(reader.frames(start, end), upscaler, times, config.pipeline):
                 if count == 0 and start is not None:
                     # Audio starts with the first frame kept, wherever the seek landed.
                     writer.window = (frame.time if frame.time is not None else info.start_time, writer.window[1])
-                out = upscaler.upscale_frame(frame.rgb)
-                t2 = time.perf_counter()
+                t0 = time.perf_counter()
                 writer.write(out, frame.pts, frame.time_base)
-                times.engine += t2 - t1
-                times.encode += time.perf_counter() - t2
+                times.encode += time.perf_counter() - t0
                 count += 1
                 bar.update(1)
         if count == 0:

@@ -1,5 +1,11 @@
-"""The feed-forward SR engine: one network forward per frame, tiled for large frames, in reduced precision
-where the hardware has it, then resized to the target with a proper filter."""
+"""The feed-forward SR engine: the network runs on batches of frames (tiled for large ones), in reduced precision
+where the hardware has it; then, frame by frame in order, the result is resized to the target, anchored to the
+input's colours and blended with the warped previous output.
+
+Two frame paths finish a frame. On a GPU (or `temporal.backend = "torch"`) everything after the network stays on
+the device as tensors (`vidup.temporal.torch_ops`) and one finished frame comes back to the host; on the CPU the
+lean OpenCV path does the same steps. The two agree within a code (tested).
+"""
 
 from __future__ import annotations
 
@@ -17,11 +23,14 @@ from vidup.engines.sr_archs import Architecture
 from vidup.engines.weights import load_sr_model
 from vidup.pixels import peak
 from vidup.sizing import resize_rgb
+from vidup.temporal import torch_ops
 from vidup.temporal.seeding import anchor_to_input, blend_high_frequencies
 
 if TYPE_CHECKING:
     from vidup.config import VidupConfig
     from vidup.temporal.state import TemporalPrior
+
+AUTO_BATCH_GPU = 8  # frames per network call on an accelerator when sr.batch is auto (input up to 1 Mpixel)
 
 
 def tile_boxes(length: int, tile: int) -> list[tuple[int, int]]:
@@ -36,7 +45,8 @@ class SREngine:
 
     def __init__(self, arch: Architecture, model: nn.Module, model_name: str, placement: Placement,
                  tile: int = 384, tile_pad: int = 16, temporal_strength: float = 1.0, temporal_sigma: float = 1.5,
-                 color_anchor: bool = True, color_anchor_sigma: float = 1.0):
+                 color_anchor: bool = True, color_anchor_sigma: float = 1.0, batch: int | str = 1,
+                 backend: str = "auto"):
         self.arch = arch
         self.model_name = model_name
         self.placement = placement
@@ -50,6 +60,10 @@ class SREngine:
         self._stages: list[StageOutput] = []
         self.temporal_strength, self.temporal_sigma = temporal_strength, temporal_sigma
         self.color_anchor, self.color_anchor_sigma = color_anchor, color_anchor_sigma
+        on_device = placement.device.type != "cpu"
+        self.batch = (AUTO_BATCH_GPU if on_device else 1) if batch == "auto" else int(batch)
+        self.tensor_path = backend == "torch" or (backend == "auto" and on_device)
+        self._last: torch.Tensor | None = None  # the last finished frame, on the device (tensor path)
 
     @classmethod
     def from_config(cls, config: "VidupConfig") -> "SREngine":
@@ -58,7 +72,10 @@ class SREngine:
                                      supports_bf16=arch.supports_bf16, supports_fp16=arch.supports_fp16)
         return cls(arch, model, name, placement, tile=config.sr.tile, tile_pad=config.sr.tile_pad,
                    temporal_strength=config.temporal.sr_strength, temporal_sigma=config.temporal.sr_sigma,
-                   color_anchor=config.sr.color_anchor, color_anchor_sigma=config.sr.color_anchor_sigma)
+                   color_anchor=config.sr.color_anchor, color_anchor_sigma=config.sr.color_anchor_sigma,
+                   batch=config.sr.batch, backend=config.temporal.backend)
+
+    # --- the network ------------------------------------------------------------------------------------------
 
     def _autocast(self):
         if self.placement.device.type == "cpu" and self.placement.autocast:
@@ -69,44 +86,80 @@ class SREngine:
         with self._autocast():
             return self.model(x.contiguous(memory_format=torch.channels_last)).float()
 
-    @torch.inference_mode()
-    def super_resolve(self, frame: np.ndarray) -> np.ndarray:
-        """The network's native-scale output for one RGB frame (uint8 or uint16), in the same dtype."""
+    def _to_input(self, frames: list[np.ndarray]) -> torch.Tensor:
         dtype = torch.float32 if self.placement.device.type == "cpu" else self.placement.dtype
-        top = peak(frame.dtype)
-        frame = np.require(frame, requirements="W")  # decoded frames can be read-only; torch wants writable memory
-        x = torch.from_numpy(frame).to(self.placement.device).permute(2, 0, 1)[None].to(dtype) / top
+        top = peak(frames[0].dtype)
+        batch = np.stack([np.require(f, requirements="W") for f in frames])  # decoded frames can be read-only
+        return torch.from_numpy(batch).to(self.placement.device).permute(0, 3, 1, 2).to(dtype) / top
+
+    def _tiled(self, x: torch.Tensor) -> torch.Tensor:
         _, _, h, w = x.shape
         s, pad = self.scale, self.tile_pad
-        if not self.tile or (h <= self.tile and w <= self.tile):
-            y = self._forward(x)
-        else:
-            y = torch.empty((1, 3, h * s, w * s), device=x.device)
-            for y0, y1 in tile_boxes(h, self.tile):
-                for x0, x1 in tile_boxes(w, self.tile):
-                    py0, py1, px0, px1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
-                    out = self._forward(x[:, :, py0:py1, px0:px1])
-                    y[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = out[
-                        :, :, (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s
-                    ]
-        y = (y[0].clamp_(0, 1) * top).round_()
-        if frame.dtype == np.uint8:
-            return y.to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        return y.to(torch.int32).permute(1, 2, 0).cpu().numpy().astype(frame.dtype)
+        y = torch.empty((x.shape[0], 3, h * s, w * s), device=x.device)
+        for y0, y1 in tile_boxes(h, self.tile):
+            for x0, x1 in tile_boxes(w, self.tile):
+                py0, py1, px0, px1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
+                out = self._forward(x[:, :, py0:py1, px0:px1])
+                y[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = out[
+                    :, :, (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s]
+        return y
 
-    def upscale(self, frame: np.ndarray, size: tuple[int, int], prior: "TemporalPrior | None" = None) -> np.ndarray:
+    @torch.inference_mode()
+    def network(self, frames: list[np.ndarray]) -> list[torch.Tensor]:
+        """The network's native-scale output for each frame, (3, sH, sW) in [0, 1] on the device (not yet rounded
+        to the frame's codes). Frames that fit in one tile go through in batches of `batch`."""
+        outputs = []
+        for i in range(0, len(frames), max(1, self.batch)):
+            chunk = frames[i : i + max(1, self.batch)]
+            x = self._to_input(chunk)
+            h, w = x.shape[-2:]
+            y = self._forward(x) if not self.tile or (h <= self.tile and w <= self.tile) else self._tiled(x)
+            outputs.extend(y)
+        return outputs
+
+    def super_resolve(self, frame: np.ndarray) -> np.ndarray:
+        """The network's native-scale output for one RGB frame (uint8 or uint16), in the same dtype."""
+        return self._to_host(self.network([frame])[0], frame.dtype)
+
+    @staticmethod
+    def _to_host(image: torch.Tensor, dtype) -> np.ndarray:
+        """(3, H, W) in [0, 1] -> HxWx3 codes of `dtype`, rounded and clipped."""
+        top = peak(dtype)
+        codes = image.float().mul(top).add_(0.5).clamp_(0, top)  # + 0.5 then truncation: rounding, for codes >= 0
+        codes = codes.to(torch.uint8) if dtype == np.uint8 else codes.to(torch.int32)
+        return codes.permute(1, 2, 0).cpu().numpy().astype(dtype, copy=False)
+
+    # --- finishing a frame ----------------------------------------------------------------------------------
+
+    def passes_through(self, frame: np.ndarray, size: tuple[int, int]) -> bool:
+        """At least as large as the target: the network could only add detail to be thrown away."""
+        return max(frame.shape[:2]) >= max(size)
+
+    def prepare(self, frames: list[np.ndarray], size: tuple[int, int]) -> list:
+        """The batched part of `upscale` for a run of frames (the network); None for frames that skip it."""
+        todo = [f for f in frames if not self.passes_through(f, size)]
+        done = iter(self.network(todo)) if todo else iter(())
+        return [None if self.passes_through(f, size) else next(done) for f in frames]
+
+    def upscale(self, frame: np.ndarray, size: tuple[int, int], prior: "TemporalPrior | None" = None,
+                prepared: torch.Tensor | None = None) -> np.ndarray:
         started = time.perf_counter()
-        if max(frame.shape[:2]) >= max(size):
-            # Already at least as large as the target: the network could only add detail to be thrown away.
+        if self.passes_through(frame, size):
             out = resize_rgb(frame, *size)
             self._stages = [StageOutput("resize (input >= target)", out, time.perf_counter() - started)]
+            self._last = None
             return out
-        sr = self.super_resolve(frame)
-        sr_done = time.perf_counter()
+        sr = prepared if prepared is not None else self.network([frame])[0]
+        network_done = time.perf_counter()
+        finish = self._finish_tensors if self.tensor_path else self._finish_arrays
+        return finish(frame, sr, size, prior, started, network_done)
+
+    def _finish_arrays(self, frame, sr, size, prior, started, network_done) -> np.ndarray:
+        sr = self._to_host(sr, frame.dtype)
         out = resize_rgb(sr, *size)
         resized = time.perf_counter()
-        self._stages = [StageOutput(f"{self.model_name} x{self.scale}", sr, sr_done - started),
-                        StageOutput("resized to target", out, resized - sr_done)]
+        self._stages = [StageOutput(f"{self.model_name} x{self.scale}", sr, network_done - started),
+                        StageOutput("resized to target", out, resized - network_done)]
         if self.color_anchor:
             # Colour and shading below the anchor scale come from the input itself, detail from the network.
             out = anchor_to_input(out, frame, self.color_anchor_sigma)
@@ -114,10 +167,45 @@ class SREngine:
             self._stages.append(StageOutput("colour anchored to input", out, anchored - resized))
             resized = anchored
         if prior is not None and self.temporal_strength > 0:
-            out = blend_high_frequencies(out, prior.warped_output, prior.confidence, self.temporal_strength,
+            out = blend_high_frequencies(out, prior.warped_output, prior.flows.confidence, self.temporal_strength,
                                          self.temporal_sigma)
             self._stages.append(StageOutput("temporal blend", out, time.perf_counter() - resized))
         return out
 
+    @torch.inference_mode()
+    def _finish_tensors(self, frame, sr, size, prior, started, network_done) -> np.ndarray:
+        """The same steps on the device, rounding to the frame's codes where the array path does."""
+        top, device = peak(frame.dtype), sr.device
+        quantise = lambda t: (t * top).round_().clamp_(0, top) / top  # noqa: E731
+        sr = quantise(sr.float())
+        out = quantise(torch_ops.resize(sr[None], *size))
+        stages = [(f"{self.model_name} x{self.scale}", sr, network_done - started)]
+        mark = time.perf_counter()
+        stages.append(("resized to target", out[0], mark - network_done))
+        if self.color_anchor:
+            small = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].float() / top
+            out = quantise(torch_ops.anchor_to_input(out, small, self.color_anchor_sigma, top))
+            stages.append(("colour anchored to input", out[0], time.perf_counter() - mark))
+            mark = time.perf_counter()
+        if prior is not None and self.temporal_strength > 0:
+            previous = prior.extras.get("device_output")
+            if previous is None or previous.shape[-2:] != out.shape[-2:]:
+                previous = torch.from_numpy(np.ascontiguousarray(prior.previous_output)).to(device) \
+                    .permute(2, 0, 1)[None].float() / top
+            flow = torch_ops.upsample_flow(prior.flows.cur_to_prev, size[0], size[1], device)
+            confidence = torch.from_numpy(prior.flows.confidence).to(device)[None, None]
+            out = quantise(torch_ops.blend_high_frequencies(out, torch_ops.warp(previous, flow), confidence,
+                                                            self.temporal_strength, self.temporal_sigma, top))
+            stages.append(("temporal blend", out[0], time.perf_counter() - mark))
+        self._last = out
+        self._stages = [(name, image, seconds, frame.dtype) for name, image, seconds in stages]  # for previews
+        return self._to_host(out[0], frame.dtype)
+
+    def temporal_extras(self) -> dict:
+        """On the tensor path the finished frame stays on the device for the next frame's warp."""
+        return {"device_output": self._last} if self.tensor_path and self._last is not None else {}
+
     def stages(self) -> list[StageOutput]:
-        return list(self._stages)
+        """The last frame's intermediate images (tensor-path images come to the host only when asked for)."""
+        return [s if isinstance(s, StageOutput) else StageOutput(s[0], self._to_host(s[1], s[3]), s[2])
+                for s in self._stages]

@@ -33,18 +33,19 @@ class FlowEstimator:
 
 
 @lru_cache(maxsize=8)
-def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates, built once per frame size (every frame of a clip warps at the same sizes)."""
+def _grid(height: int, width: int) -> np.ndarray:
+    """Pixel coordinates (HxWx2, x then y), built once per frame size (every frame warps at the same sizes)."""
     xs, ys = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    xs.flags.writeable = ys.flags.writeable = False  # shared between calls
-    return xs, ys
+    grid = np.dstack([xs, ys])
+    grid.flags.writeable = False  # shared between calls
+    return grid
 
 
 def warp(image: np.ndarray, flow: np.ndarray, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
-    """Backward-warp `image` by `flow` (same HxW): out(p) = image(p + flow(p)), bilinear."""
+    """Backward-warp `image` by `flow` (same HxW): out(p) = image(p + flow(p)), bilinear. One add builds the
+    sampling map and remap reads it as a single two-channel map."""
     h, w = flow.shape[:2]
-    xs, ys = _grid(h, w)
-    return cv2.remap(image, xs + flow[..., 0], ys + flow[..., 1], cv2.INTER_LINEAR, borderMode=border)
+    return cv2.remap(image, cv2.add(_grid(h, w), flow), None, cv2.INTER_LINEAR, borderMode=border)
 
 
 def warp_torch(image, flow):
@@ -62,12 +63,11 @@ def warp_torch(image, flow):
 
 
 def upsample_flow(flow: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Resize a flow field to another resolution, scaling its vectors with it."""
+    """Resize a flow field to another resolution, scaling its vectors with it (scaled at the small size, where it
+    is cheap: resizing is linear)."""
     h, w = flow.shape[:2]
-    out = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
-    out[..., 0] *= width / w
-    out[..., 1] *= height / h
-    return out
+    scaled = flow * np.array([width / w, height / h], np.float32)
+    return cv2.resize(scaled, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def consistent_flow(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray) -> np.ndarray:

@@ -1,7 +1,9 @@
-"""Per-stream temporal state: the previous input and output, the flow to them, and the cut detector.
+"""Per-stream temporal state, in two halves that can run in different threads.
 
-The runner's `Upscaler` owns one `TemporalTracker`; engines receive a `TemporalPrior` (or None on the first
-frame of a shot) and never see files, flow estimators or detectors.
+- `MotionAnalyser` looks only at input frames: cuts and optical flow between consecutive inputs. It can run
+  ahead of the engine (the fast path runs it in its own thread while the network works on earlier frames).
+- `TemporalTracker` pairs each frame's `Motion` with the previous *output* and hands the engine a
+  `TemporalPrior` (or None on the first frame of a shot). Engines never see files, flow estimators or detectors.
 """
 
 from __future__ import annotations
@@ -15,6 +17,14 @@ import numpy as np
 from vidup.pixels import to_8bit
 from vidup.temporal.flow import FlowEstimator, FlowPair, flow_pair, upsample_flow, warp
 from vidup.temporal.shots import ShotDetector
+
+
+@dataclass
+class Motion:
+    """What consecutive input frames say about the current one."""
+
+    cut: bool  # a new shot starts here (nothing from before may reach it)
+    flows: FlowPair | None  # between the previous input and this one; None at cuts and on a size change
 
 
 @dataclass
@@ -45,27 +55,37 @@ class TemporalPrior:
         return self.warp(self.previous_output)
 
 
-class TemporalTracker:
-    def __init__(self, flow_preset: str = "medium", photometric_threshold: float = 0.2, shot_threshold: float = 27.0):
+class MotionAnalyser:
+    """Cut detection and flow on the input stream (8-bit views of the frames). Flow is computed at most
+    `flow_max_side` pixels on the long side: DIS's cost grows with the pixel count (an HD input would cost half a
+    second a pair), and every consumer reads the flow's scale from its own shape."""
+
+    def __init__(self, flow_preset: str = "medium", photometric_threshold: float = 0.2, shot_threshold: float = 27.0,
+                 flow_max_side: int = 0):
         self.estimator = FlowEstimator(flow_preset)
+        self.flow_max_side = flow_max_side
         self.shots = ShotDetector(threshold=shot_threshold)
         self.photometric_threshold = photometric_threshold
         self.cuts: list[int] = []
         self._frame = -1
-        self.reset()
+        self._previous: np.ndarray | None = None
 
     def reset(self) -> None:
-        """A cut (detected or declared): nothing from before may reach the next frame."""
-        self._previous_input: np.ndarray | None = None
-        self._previous_output: np.ndarray | None = None
-        self._extras: dict = {}
-        self._index_in_shot = 0
+        """A declared cut: the next frame starts a shot."""
+        self._previous = None
+        self.shots.reset()
 
-    def prior_for(self, frame: np.ndarray, size: tuple[int, int]) -> TemporalPrior | None:
-        """The prior for `frame` (uint8 or uint16; motion and cuts are measured on its 8-bit view)."""
-        frame = to_8bit(frame)
+    def _for_flow(self, frame: np.ndarray) -> np.ndarray:
+        h, w = frame.shape[:2]
+        if not self.flow_max_side or max(h, w) <= self.flow_max_side:
+            return frame
+        factor = self.flow_max_side / max(h, w)
+        return cv2.resize(frame, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+
+    def analyse(self, frame: np.ndarray) -> Motion:
+        frame = self._for_flow(to_8bit(frame))
         self._frame += 1
-        previous = self._previous_input
+        previous, self._previous = self._previous, frame
         comparable = previous is not None and previous.shape == frame.shape
         flows: FlowPair | None = None
 
@@ -74,18 +94,49 @@ class TemporalTracker:
             flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
             return flows.trusted_fraction
 
-        if self.shots.is_cut(frame, motion_explained if comparable else None):
-            if self._frame:
+        if previous is None or self.shots.is_cut(frame, motion_explained if comparable else None):
+            if self._frame and previous is not None:
                 self.cuts.append(self._frame)
-            self.reset()
-            return None
-        if not comparable or self._previous_output is None or self._previous_output.shape[1::-1] != tuple(size):
-            return None
+            if previous is None:
+                self.shots.is_cut(frame)  # the first frame of a declared shot feeds the detector too
+            return Motion(cut=True, flows=None)
+        if not comparable:
+            return Motion(cut=False, flows=None)
         if flows is None:
             flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
-        return TemporalPrior(flows, size, self._previous_output, self._index_in_shot, dict(self._extras))
+        return Motion(cut=False, flows=flows)
 
-    def commit(self, frame: np.ndarray, output: np.ndarray, extras: dict | None = None) -> None:
-        self._previous_input, self._previous_output = to_8bit(frame), output
+
+class TemporalTracker:
+    def __init__(self, flow_preset: str = "medium", photometric_threshold: float = 0.2, shot_threshold: float = 27.0,
+                 flow_max_side: int = 0):
+        self.analyser = MotionAnalyser(flow_preset, photometric_threshold, shot_threshold, flow_max_side)
+        self.reset()
+
+    @property
+    def cuts(self) -> list[int]:
+        return self.analyser.cuts
+
+    def reset(self, declared: bool = True) -> None:
+        """A cut: nothing from before may reach the next frame."""
+        self._previous_output: np.ndarray | None = None
+        self._extras: dict = {}
+        self._index_in_shot = 0
+        if declared:
+            self.analyser.reset()
+
+    def prior_for(self, frame: np.ndarray, size: tuple[int, int], motion: Motion | None = None) -> TemporalPrior | None:
+        """The prior for `frame` (uint8 or uint16), given its `motion` (analysed here when not given)."""
+        if motion is None:
+            motion = self.analyser.analyse(frame)
+        if motion.cut:
+            self.reset(declared=False)
+            return None
+        if motion.flows is None or self._previous_output is None or self._previous_output.shape[1::-1] != tuple(size):
+            return None
+        return TemporalPrior(motion.flows, size, self._previous_output, self._index_in_shot, dict(self._extras))
+
+    def commit(self, output: np.ndarray, extras: dict | None = None) -> None:
+        self._previous_output = output
         self._extras = extras or {}
         self._index_in_shot += 1

@@ -109,8 +109,14 @@ def choose_pix_fmt(codec: str | None, depth: int, chroma: str, requested: str | 
         return requested, notes
     supported = set(f.name for f in av.Codec(codec, "w").video_formats) if codec else None
 
+    semi_planar = {(10, "420"): "p010le", (12, "420"): "p016le", (16, "420"): "p016le", (10, "422"): "p210le",
+                   (10, "444"): "yuv444p16le", (12, "444"): "yuv444p16le"}  # NVENC's deep layouts
+
     def name(d: int, c: str) -> str:
-        return f"yuv{c}p" if d == 8 else f"yuv{c}p{d}le"
+        planar = f"yuv{c}p" if d == 8 else f"yuv{c}p{d}le"
+        if supported is not None and planar not in supported and (d, c) in semi_planar:
+            return semi_planar[(d, c)]
+        return planar
 
     candidates = [(d, c) for d in (8, 10, 12, 16) if d >= depth for c in CHROMA_ORDER[CHROMA_ORDER.index(chroma):]]
     candidates += [(d, c) for d in (12, 10, 8) if d < depth for c in CHROMA_ORDER[CHROMA_ORDER.index(chroma):]]

@@ -28,7 +28,7 @@ import av
 import av.error
 import numpy as np
 
-from vidup.config import CODECS, OutputConfig
+from vidup.config import CODECS, NVENC_PRESETS, OutputConfig
 from vidup.errors import OutputPathError, OutputWriteError, UnsupportedStreamError
 from vidup.video.colour import rgb_to_frame
 from vidup.video.describe import OutputDescription
@@ -60,6 +60,22 @@ def check_output_path(output: Path, input_path: Path | None, overwrite: bool) ->
     folder = output.parent if str(output.parent) else Path(".")
     if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
         raise OutputPathError(f"cannot write to {folder}: permission denied")
+
+
+def check_encoder(codec: str) -> None:
+    """Hardware encoders exist in PyAV's FFmpeg but need their hardware: open one tiny encoder now, before any
+    model loads, so a machine without it gets a clear error instead of a failure at the first frame."""
+    if not codec.endswith(("_nvenc", "_qsv", "_vaapi", "_amf", "_videotoolbox")):
+        return
+    context = av.CodecContext.create(codec, "w")
+    context.width = context.height = 256
+    context.pix_fmt, context.time_base = "yuv420p", Fraction(1, 25)
+    try:
+        context.open()
+    except (av.error.FFmpegError, OSError) as exc:
+        raise UnsupportedStreamError(
+            f"{codec} needs an NVIDIA GPU and its driver, and this machine has none that works "
+            f"({exc.__class__.__name__}); use --codec libx264 or libx265") from None
 
 
 def format_for(path: Path) -> str:
@@ -183,10 +199,11 @@ class VideoWriter:
         stream.pix_fmt = d.pix_fmt
         _, has_crf, has_preset = CODECS[output.codec]
         options = {}
+        nvenc = output.codec.endswith("_nvenc")
         if has_crf and output.crf is not None:
-            options["crf"] = str(output.crf)
+            options |= {"rc": "vbr", "cq": str(output.crf)} if nvenc else {"crf": str(output.crf)}
         if has_preset and output.preset:
-            options["preset"] = output.preset
+            options["preset"] = NVENC_PRESETS.get(output.preset, output.preset) if nvenc else output.preset
         params = d.hdr.encoder_params(output.codec) if d.hdr else []
         if output.codec == "libx265":
             params.insert(0, "log-level=error")

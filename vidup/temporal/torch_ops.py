@@ -1,0 +1,95 @@
+"""The frame path's image operations in torch, for frames that live on the network's device (a GPU): resizing,
+flow upsampling, backward warping, Gaussian blur, the colour anchor and the temporal blend. Each follows the
+OpenCV operation the CPU path uses (cv2.resize INTER_LINEAR / INTER_AREA, cv2.remap with replicated borders,
+cv2.GaussianBlur's kernel and reflect-101 borders), so the two paths agree within a code (tested).
+
+Images are (B, C, H, W) float tensors on the scale of the frame dtype's codes divided by its peak ([0, 1]).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def resize(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Area when shrinking (cv2 INTER_AREA for whole factors), bicubic when enlarging (the CPU path's Lanczos has
+    no torch equivalent)."""
+    h, w = x.shape[-2:]
+    if (w, h) == (width, height):
+        return x
+    if width * height < w * h:
+        return F.interpolate(x, size=(height, width), mode="area")
+    return F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False)
+
+
+def bilinear(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """cv2.resize INTER_LINEAR: half-pixel centres, edges clamped."""
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False)
+
+
+@lru_cache(maxsize=8)
+def _kernel(sigma: float) -> np.ndarray:
+    size = int(round(sigma * 4 * 2 + 1)) | 1  # cv2's rule for non-8-bit images
+    return cv2.getGaussianKernel(size, sigma).astype(np.float32).ravel()
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian, cv2's kernel, reflect-101 borders (cv2.GaussianBlur's default)."""
+    k = torch.from_numpy(_kernel(sigma)).to(x.device, x.dtype)
+    c, pad = x.shape[1], len(k) // 2
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def upsample_flow(flow: np.ndarray | torch.Tensor, width: int, height: int, device) -> torch.Tensor:
+    """(h, w, 2) flow in pixels -> (1, 2, height, width) on `device`, vectors scaled with the size."""
+    flow = torch.as_tensor(np.ascontiguousarray(flow) if isinstance(flow, np.ndarray) else flow)
+    h, w = flow.shape[:2]
+    scaled = flow.to(device, torch.float32) * torch.tensor([width / w, height / h], device=device)
+    return bilinear(scaled.permute(2, 0, 1)[None], width, height)
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """out(p) = image(p + flow(p)), bilinear, borders replicated (cv2.remap BORDER_REPLICATE). flow: (1, 2, H, W)."""
+    _, _, h, w = image.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=image.device, dtype=torch.float32),
+                            torch.arange(w, device=image.device, dtype=torch.float32), indexing="ij")
+    gx = (xs + flow[0, 0]) / max(w - 1, 1) * 2 - 1
+    gy = (ys + flow[0, 1]) / max(h - 1, 1) * 2 - 1
+    grid = torch.stack([gx, gy], dim=-1)[None].to(image.dtype)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def anchor_to_input(output: torch.Tensor, small: torch.Tensor, sigma: float, codes: float | None = None
+                    ) -> torch.Tensor:
+    """output + upsample(blur(small) - blur(area-downsample(output))): the SR colour anchor. `codes` (the frame
+    dtype's peak) rounds the downsampled image to codes, as OpenCV's integer resize does."""
+    h, w = small.shape[-2:]
+    down = resize(output, w, h)
+    if codes:
+        down = (down * codes).round_() / codes
+    delta = gaussian_blur(small, sigma) - gaussian_blur(down, sigma)
+    return output + bilinear(delta, output.shape[-1], output.shape[-2])
+
+
+def blend_high_frequencies(current: torch.Tensor, warped: torch.Tensor, confidence: torch.Tensor,
+                           strength: float, sigma: float, codes: float | None = None) -> torch.Tensor:
+    """current + strength * confidence * highpass(warped - current); confidence (1, 1, h, w), any size.
+
+    With `codes` = 255 it rounds where the CPU path's fixed-point arithmetic does (the blurred difference, 8-bit
+    weights before and after resizing, the weighted detail), so 8-bit results match it within a code."""
+    difference = warped - current
+    blurred = gaussian_blur(difference, sigma)
+    height, width = current.shape[-2:]
+    if codes != 255:
+        weight = bilinear(confidence, width, height)
+        return current + strength * weight * (difference - blurred)
+    blurred = (blurred * codes).round_() / codes
+    weight = bilinear((confidence * 255 * strength).round_().clamp_(0, 255), width, height).round_() / 255
+    return current + (weight * (difference - blurred) * codes).round_() / codes
