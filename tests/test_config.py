@@ -48,14 +48,15 @@ def test_bad_files_are_teaching_errors(tmp_path, text, message):
 
 @pytest.mark.parametrize("spec,size,expected", [
     (SizeSpec.parse("1024"), (256, 144), (1024, 576)),
-    (SizeSpec.parse("1024"), (175, 99), (1024, 576)),
+    (SizeSpec.parse("1024"), (175, 99), (1024, 580)),  # 1024 * 99 / 175 = 579.3: the nearest even side
     (SizeSpec.parse("1024"), (144, 256), (576, 1024)),
-    (SizeSpec.parse("1000x562"), (256, 144), (1008, 560)),
-    (SizeSpec.parse(scale=2.5), (640, 272), (1600, 688)),
+    (SizeSpec.parse("1920"), (480, 270), (1920, 1080)),  # HD stays 1080 lines
+    (SizeSpec.parse("1001x563"), (256, 144), (1002, 564)),
+    (SizeSpec.parse(scale=2.5), (640, 272), (1600, 680)),
 ])
-def test_target_sizes_are_multiples_of_16(spec, size, expected):
+def test_target_sizes_are_even(spec, size, expected):
     out = spec.resolve(*size)
-    assert out == expected and out[0] % 16 == 0 and out[1] % 16 == 0
+    assert out == expected and out[0] % 2 == 0 and out[1] % 2 == 0
 
 
 def test_resize_filters():

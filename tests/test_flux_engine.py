@@ -555,3 +555,11 @@ def test_paper_preset_is_the_published_pipeline():
     f = config.flux
     assert config.engine == "flux" and config.size == "1024" and f.init == "lanczos" and f.control_image == "stage1"
     assert f.strength == 0.75 and f.conditioning_scale == 0.6 and f.steps == 28 and f.offload == "auto"
+
+
+def test_targets_that_are_not_multiples_of_16_are_worked_at_the_next_multiple(tiny_flux):
+    up = upscaler(flux_config(tiny_flux, size="70"))  # 40x30 -> 70x52: FLUX works at 80x64
+    outs = [up.upscale_frame(frame) for frame in PAN[:2]]
+    assert [o.shape for o in outs] == [(52, 70, 3), (52, 70, 3)]
+    assert up.engine.last_frame["kind"] == "propagated"
+    assert up.engine.stages()[1].image.shape == (64, 80, 3)  # stage images at the working size

@@ -56,11 +56,11 @@ def test_preview_sheet_panels_size_and_seeking(tmp_path, upscaler_factory):
     assert names[:2] == ["input (nearest)", "Lanczos"] and "clear-reality-x4 x4" in names
     assert result.frame_index == 25
     assert result.frames_decoded <= 6  # from the keyframe at 20 to the target, nothing after it
-    thumb_h = round(PANEL_WIDTH * 80 / 128)
+    thumb_h = round(PANEL_WIDTH * 86 / 128)  # 96x64 at a 128 long side: 128x86
     row_h = max(thumb_h, CROP * ZOOM) + 4
-    assert 1 <= len(result.crops) <= 3  # a 128x80 frame has room for one 96 px crop
+    assert 1 <= len(result.crops) <= 3  # a 128x86 frame has room for one 96 px crop
     assert result.sheet.shape == (row_h * len(result.panels), PANEL_WIDTH + len(result.crops) * (CROP * ZOOM + 4) + 4, 3)
-    assert all(p.image.shape[:2] in [(80, 128), (256, 384)] for p in result.panels)
+    assert all(p.image.shape[:2] in [(86, 128), (256, 384)] for p in result.panels)
 
 
 def test_preview_with_context_matches_the_same_frame_in_a_full_run(tmp_path, upscaler_factory):

@@ -42,7 +42,7 @@ def engine_options(func):
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML preset (configs/*.toml)."),
         click.option("--engine", help="Engine: sr (default) or flux."),
         click.option("--model", "sr_model", help="SR model: a bundled name (see `vidup models`) or a weights file."),
-        click.option("--size", help="Output size: long side (1024, the default) or WxH. Rounded to multiples of 16."),
+        click.option("--size", help="Output size: long side (1024, the default) or WxH. Rounded to even sides."),
         click.option("--scale", type=float, help="Output size as a factor of the input size (instead of --size)."),
         click.option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Compute precision."),

@@ -1,5 +1,6 @@
-"""Target-size arithmetic and the resize filter. Output sizes are multiples of 16 so every engine (FLUX's
-VAE + 2x2 patchify needs 16) can produce them."""
+"""Target-size arithmetic and the resize filter. Output sizes are even (4:2:0 chroma needs it), so 1920x1080
+stays 1080 lines; an engine with coarser needs (FLUX: multiples of 16 for its VAE and 2x2 patches) works at its
+own size and resamples to the target."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ import numpy as np
 
 from vidup.errors import ConfigError
 
-SIZE_MULTIPLE = 16
+SIZE_MULTIPLE = 2  # output sides: even, for 4:2:0 chroma
+MIN_SIDE = 16
 
 
 def round_to_multiple(value: float, multiple: int = SIZE_MULTIPLE) -> int:
     return max(multiple, int(value / multiple + 0.5) * multiple)  # halves round up, not to even
+
+
+def round_up_to(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
 
 
 @dataclass(frozen=True)
@@ -40,15 +46,15 @@ class SizeSpec:
         text = str(size).strip().lower()
         if match := re.fullmatch(r"(\d+)x(\d+)", text):
             w, h = int(match.group(1)), int(match.group(2))
-            if w < SIZE_MULTIPLE or h < SIZE_MULTIPLE:
-                raise ConfigError(f"--size {text}: both sides must be at least {SIZE_MULTIPLE}")
+            if w < MIN_SIDE or h < MIN_SIDE:
+                raise ConfigError(f"--size {text}: both sides must be at least {MIN_SIDE}")
             return cls(long_side=None, width=w, height=h)
-        if text.isdigit() and int(text) >= SIZE_MULTIPLE:
+        if text.isdigit() and int(text) >= MIN_SIDE:
             return cls(long_side=int(text))
         raise ConfigError(f"--size must be a long side like 1024 or WxH like 1024x576, got '{size}'")
 
     def resolve(self, in_width: int, in_height: int) -> tuple[int, int]:
-        """Output (width, height) for an input size; each side a multiple of 16."""
+        """Output (width, height) for an input size; each side even."""
         if self.width is not None and self.height is not None:
             return round_to_multiple(self.width), round_to_multiple(self.height)
         if self.scale is not None:

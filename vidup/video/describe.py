@@ -56,7 +56,7 @@ class SourceFormat:
 
 @dataclass(frozen=True)
 class OutputDescription:
-    width: int  # the output's coded size (multiples of 16)
+    width: int  # the output's coded size (even sides)
     height: int
     sample_aspect: Fraction  # 1 for square pixels
     frame_rate: Fraction | None  # nominal rate (doubled by field-rate deinterlacing)

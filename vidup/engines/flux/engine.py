@@ -34,7 +34,7 @@ from vidup.engines.flux.weights import (BASE_PARTS, BASE_PATTERNS, CONTROLNET_PA
                                         resolve_model_dir)
 from vidup.errors import ConfigError
 from vidup.pixels import from_unit
-from vidup.sizing import SIZE_MULTIPLE, resize_rgb
+from vidup.sizing import resize_rgb, round_up_to
 from vidup.temporal.flow import consistent_flow, upsample_flow
 from vidup.temporal.seeding import COLOR_FIXES
 
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STAGES = ("stage1", "stage2")
+FLUX_MULTIPLE = 16  # the VAE halves three times and the transformer takes 2x2 patches
 FULLY_TRUSTED = 1 - 1e-3  # confidence at or above this counts as fully trusted (feathering leaves 0.9999...)
 
 
@@ -285,8 +286,8 @@ class FluxEngine:
     def check_inputs(self, frame: np.ndarray, size: tuple[int, int]) -> None:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype not in (np.uint8, np.uint16):
             raise ConfigError(f"the flux engine takes HxWx3 uint8 or uint16 RGB frames, got {frame.shape} {frame.dtype}")
-        if size[0] % SIZE_MULTIPLE or size[1] % SIZE_MULTIPLE:
-            raise ConfigError(f"flux output sides must be multiples of {SIZE_MULTIPLE} (VAE x8, 2x2 patches), got {size}")
+        if min(size) < FLUX_MULTIPLE:
+            raise ConfigError(f"flux output sides must be at least {FLUX_MULTIPLE} pixels, got {size}")
 
     def initial_image(self, frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         if self._pre_upscaler is not None and max(frame.shape[:2]) < max(size):
@@ -309,19 +310,22 @@ class FluxEngine:
         steps1 = flux.turbo_steps if propagated and self.turbo_file else flux.steps
         steps2 = flux.turbo_steps if propagated and self.turbo_file else flux.stage2_steps
 
-        # 0. the starting image at the target size, and its latents
+        # 0. the starting image at the working size (the target, rounded up to FLUX's multiple of 16), and its
+        #    latents. Images of the previous frame come at the target size and are resampled to the working size.
         t0 = time.perf_counter()
-        init = self.initial_image(frame, size)
+        work = (round_up_to(size[0], FLUX_MULTIPLE), round_up_to(size[1], FLUX_MULTIPLE))
+        to_work = lambda image: resize_rgb(image, *work)  # noqa: E731  (identity when the target is a multiple)
+        init = self.initial_image(frame, work)
         z_init = self.codec.encode(init)
         h, w = z_init.shape[-2:]
-        seq_len = image_seq_len(size[1], size[0], self.codec.scale_factor)
+        seq_len = image_seq_len(work[1], work[0], self.codec.scale_factor)
         noises, fields, since = self._noise(z_init.shape, prior, propagated)
         confidence = self._latent_confidence(prior, h, w) if propagated else None
         t1 = time.perf_counter()
 
         # 1. img2img rebuilds structure; trusted content is held on the warped previous stage-1 result
         if propagated:
-            target = self.codec.encode(prior.warp(prior.extras["stage1"]))
+            target = self.codec.encode(to_work(prior.warp(prior.extras["stage1"])))
             plan, pin = self.propagation(steps1, flux.strength, temporal.flux_strength, confidence, target,
                                          noises["stage1"])
         else:
@@ -336,13 +340,14 @@ class FluxEngine:
         z_stage1 = self.codec.encode(stage1)
         control = z_stage1 if flux.control_image == "stage1" else z_init
         if propagated:
-            target = self.codec.encode(prior.warped_output)
+            target = self.codec.encode(to_work(prior.warped_output))
             plan, pin = self.propagation(steps2, flux.stage2_strength, temporal.flux_stage2_strength, confidence,
                                          target, noises["stage2"])
         else:
             plan, pin = self.schedules.keyframe(steps2, flux.stage2_strength, seq_len), None
         final = anchor(from_unit(self.codec.decode(self.run_stage("stage2", plan, z_stage1, noises["stage2"],
                                                                   control=control, pin=pin)), depth), init)
+        final = resize_rgb(final, *size)
         t3 = time.perf_counter()
 
         steps = sum(self.steps_run.values()) - steps_before
@@ -351,7 +356,7 @@ class FluxEngine:
         self.last_frame = {"kind": kind, "propagated": propagated, "steps": steps,
                            "trusted": None if prior is None else prior.flows.trusted_fraction,
                            "vae_encodes": self.codec.encodes - encodes_before}
-        self._extras = {"stage1": stage1, "noise": fields, "since_key": since}
+        self._extras = {"stage1": resize_rgb(stage1, *size), "noise": fields, "since_key": since}
         suffix = " (propagated)" if propagated else ""
         self._stages = [StageOutput(f"stage 0: {flux.init}", init, t1 - t0),
                         StageOutput("stage 1: img2img" + suffix, stage1, t2 - t1),
