@@ -196,3 +196,34 @@ def test_a_reader_error_midway_surfaces_through_the_pipeline(tmp_path, sr_engine
     with pytest.raises(CorruptInputError, match="frames decoded"):
         vidup.runner.upscale_video(cut, tmp_path / "out.mkv", load_config(overrides={"quiet": True, "size": "128"}))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mkv", "in.mkv"]
+
+
+def test_parallel_flow_gives_the_sequential_motions(bikes):
+    from vidup.temporal.state import MotionAnalyser
+    from vidup.video import VideoReader
+
+    frames = [f.rgb for f, _ in zip(VideoReader(bikes).frames(), range(40))]  # a cut at 30
+    analyser = MotionAnalyser()
+    sequential = [analyser.analyse(f) for f in frames]
+    parallel_analyser = MotionAnalyser()
+    parallel = list(parallel_analyser.analyse_stream(frames, workers=3))
+    assert analyser.cuts == parallel_analyser.cuts == [30]
+    assert [m.cut for m in parallel] == [m.cut for m in sequential]
+    for a, b in zip(sequential, parallel):
+        assert (a.flows is None) == (b.flows is None)
+        if a.flows is not None:
+            assert np.array_equal(a.flows.cur_to_prev, b.flows.cur_to_prev)
+            assert np.array_equal(a.flows.confidence, b.flows.confidence)
+
+
+def test_pipeline_with_flow_workers_writes_the_serial_video(tmp_path, sample, sr_engine, monkeypatch):
+    from media import decoded as decode_all
+
+    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
+    outs = {}
+    for overlap, workers in ((False, "1"), (True, "3")):
+        config = load_config(overrides={"quiet": True, "end": "20", "pipeline": overlap,
+                                        "temporal.flow_workers": workers})
+        vidup.runner.upscale_video(sample, tmp_path / f"{overlap}.mp4", config)
+        outs[overlap] = decode_all(tmp_path / f"{overlap}.mp4")
+    assert len(outs[True]) == 20 and all(np.array_equal(a, b) for a, b in zip(outs[False], outs[True]))

@@ -93,6 +93,7 @@ class TemporalConfig:
     enabled: bool = True
     flow_preset: str = "medium"  # DIS: ultrafast | fast | medium
     flow_max_side: int = 480  # flow is computed on the input scaled to at most this long side (0: full size)
+    flow_workers: str = "auto"  # threads computing flow for upcoming frame pairs: auto (a quarter of the cores, 1-4) or N
     photometric_threshold: float = 0.2  # max RGB difference (0-1) for a warped pixel to be trusted
     shot_threshold: float = 27.0  # content change (0-255) that starts a new shot
     sr_strength: float = 1.0  # SR engine: share of the warped previous output's high frequencies taken
@@ -209,6 +210,8 @@ class VidupConfig:
                             ("flux_min_trusted", t.flux_min_trusted)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"temporal.{name} must be between 0 and 1, got {value}")
+        if t.flow_workers != "auto" and not (str(t.flow_workers).isdigit() and int(t.flow_workers) >= 1):
+            raise ConfigError(f"temporal.flow_workers must be auto or a whole number >= 1, got '{t.flow_workers}'")
         if t.flow_max_side and t.flow_max_side < 32:
             raise ConfigError("temporal.flow_max_side must be 0 (full size) or at least 32")
         if t.keyframe_interval < 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections import deque
@@ -121,6 +122,23 @@ class Upscaler:
         self._check_flow_size(rgb)
         return None if self.temporal is None else self.temporal.analyser.analyse(rgb)
 
+    @property
+    def flow_workers(self) -> int:
+        workers = self.config.temporal.flow_workers
+        return max(1, min(4, (os.cpu_count() or 1) // 4)) if workers == "auto" else int(workers)
+
+    def analyse_stream(self, frames: Iterable[np.ndarray]) -> Iterator[Motion | None]:
+        """`analyse` over a stream; with several flow workers the flow of upcoming pairs is computed in parallel."""
+        frames = iter(frames)
+        first = next(frames, None)
+        if first is None:
+            return
+        yield self.analyse(first)
+        if self.temporal is None or self.flow_workers < 2:
+            yield from (self.analyse(frame) for frame in frames)
+            return
+        yield from self.temporal.analyser.analyse_stream(frames, self.flow_workers)
+
     def _upscale_one(self, rgb: np.ndarray, motion: Motion | None, prepared=None) -> np.ndarray:
         """One frame, already through the pre-engine colour transform."""
         size = self.target_size(rgb.shape[1], rgb.shape[0])
@@ -214,11 +232,15 @@ def frame_path(frames: Iterable[Frame], upscaler: Upscaler, times: StageTimes, o
     run in threads of their own while the caller encodes (`vidup.pipeline`); without it, one after another."""
 
     def analyse(items: Iterator[Frame]) -> Iterator[tuple[Frame, Motion | None]]:
-        for frame in items:
-            started = time.perf_counter()
-            motion = upscaler.analyse(frame.rgb)
-            times.analysis += time.perf_counter() - started
-            yield frame, motion
+        waiting: deque[Frame] = deque()
+
+        def feed():
+            for frame in items:
+                waiting.append(frame)
+                yield frame.rgb
+
+        for motion in _timed(upscaler.analyse_stream(feed()), times, "analysis"):
+            yield waiting.popleft(), motion
 
     def engine(items: Iterator[tuple[Frame, Motion | None]]) -> Iterator[tuple[Frame, np.ndarray]]:
         waiting: deque[Frame] = deque()

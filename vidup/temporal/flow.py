@@ -25,6 +25,7 @@ class FlowEstimator:
     """DIS optical flow (OpenCV), preset configurable; one instance per stream (it holds scratch buffers)."""
 
     def __init__(self, preset: str = "fast"):
+        self.preset = preset
         self.dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
 
     def __call__(self, source_gray: np.ndarray, target_gray: np.ndarray) -> np.ndarray:
@@ -70,12 +71,16 @@ def upsample_flow(flow: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(scaled, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def _squared_length(vectors: np.ndarray) -> np.ndarray:
+    return np.einsum("ijk,ijk->ij", vectors, vectors)
+
+
 def consistent_flow(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray) -> np.ndarray:
     """True where the round trip current -> previous -> current lands back home (not occluded)."""
     back = warp(flow_prev_to_cur, flow_cur_to_prev)
-    round_trip = flow_cur_to_prev + back
-    magnitude = (flow_cur_to_prev**2).sum(-1) + (back**2).sum(-1)
-    return (round_trip**2).sum(-1) <= 0.01 * magnitude + 0.25
+    round_trip = cv2.add(flow_cur_to_prev, back)
+    magnitude = _squared_length(flow_cur_to_prev) + _squared_length(back)
+    return _squared_length(round_trip) <= 0.01 * magnitude + 0.25
 
 
 def confidence_mask(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray, cur_rgb: np.ndarray,
@@ -87,8 +92,8 @@ def confidence_mask(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray, 
     by a pixel and feathered so blends have no hard seams.
     """
     consistent = consistent_flow(flow_cur_to_prev, flow_prev_to_cur)
-    warped_prev = warp(prev_rgb, flow_cur_to_prev).astype(np.float32)
-    photometric = np.abs(warped_prev - cur_rgb.astype(np.float32)).max(-1) / 255.0 <= photometric_threshold
+    difference = cv2.absdiff(warp(prev_rgb, flow_cur_to_prev), cur_rgb)  # 8-bit views: exact small integers
+    photometric = difference.max(-1) <= photometric_threshold * 255.0
     mask = (consistent & photometric).astype(np.float32)
     mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
     if feather > 0:

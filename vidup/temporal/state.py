@@ -8,8 +8,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -82,16 +86,18 @@ class MotionAnalyser:
         factor = self.flow_max_side / max(h, w)
         return cv2.resize(frame, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
 
-    def analyse(self, frame: np.ndarray) -> Motion:
+    def analyse(self, frame: np.ndarray, flows: FlowPair | None = None) -> Motion:
+        """The motion of the next frame. `flows` (already computed for the previous frame and this one) saves
+        computing them here."""
         frame = self._for_flow(to_8bit(frame))
         self._frame += 1
         previous, self._previous = self._previous, frame
         comparable = previous is not None and previous.shape == frame.shape
-        flows: FlowPair | None = None
 
         def motion_explained() -> float:  # only asked for when the content change alone cannot decide
             nonlocal flows
-            flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
+            if flows is None:
+                flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
             return flows.trusted_fraction
 
         if previous is None or self.shots.is_cut(frame, motion_explained if comparable else None):
@@ -105,6 +111,34 @@ class MotionAnalyser:
         if flows is None:
             flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
         return Motion(cut=False, flows=flows)
+
+
+    def analyse_stream(self, frames: Iterable[np.ndarray], workers: int) -> Iterator[Motion]:
+        """`analyse` over a stream, with the flow of each consecutive pair computed by `workers` threads ahead of
+        the (sequential) cut decisions: pairs are independent, and on a many-core host next to a GPU the flow
+        would otherwise be the slowest stage. One DIS instance per thread."""
+        local = threading.local()
+
+        def pair(previous: np.ndarray, current: np.ndarray) -> FlowPair | None:
+            if previous.shape != current.shape:
+                return None
+            if not hasattr(local, "estimator"):
+                local.estimator = FlowEstimator(self.estimator.preset)
+            return flow_pair(local.estimator, previous, current, photometric_threshold=self.photometric_threshold)
+
+        pending: deque = deque()
+        previous = None
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vidup-flow") as pool:
+            for frame in frames:
+                small = self._for_flow(to_8bit(frame))
+                pending.append((frame, None if previous is None else pool.submit(pair, previous, small)))
+                previous = small
+                if len(pending) > 2 * workers:
+                    frame_out, future = pending.popleft()
+                    yield self.analyse(frame_out, None if future is None else future.result())
+            while pending:
+                frame_out, future = pending.popleft()
+                yield self.analyse(frame_out, None if future is None else future.result())
 
 
 class TemporalTracker:
