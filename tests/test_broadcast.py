@@ -387,7 +387,7 @@ def test_an_unwritable_output_path_is_one_line(tmp_path, cli):
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("vidup: error:")
 
 
-def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, sample):
+def test_a_full_disk_is_one_line_leaves_no_output_and_resumes(tmp_path, sample):
     import resource
     import signal
 
@@ -402,7 +402,15 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, sample):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vidup: error: writing") and "Traceback" not in proc.stderr
-    assert list(out_dir.iterdir()) == []
+    assert "rerun the same command to resume" in lines[0]
+    job = out_dir / ".up.mp4.vidup"
+    assert [p.name for p in out_dir.iterdir()] == [job.name]  # no output, no temporary file
+    assert [p.name for p in job.iterdir()] == ["manifest.json"]  # consistent: no half-written segment
+    # Space freed: the same command resumes and finishes.
+    proc = subprocess.run([sys.executable, "-m", "vidup", "upscale", str(sample), str(out_dir / "up.mp4"),
+                           "--end", "40"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "resuming: 0 of 1 segments done" in proc.stderr, proc.stderr
+    assert [p.name for p in out_dir.iterdir()] == ["up.mp4"]
 
 
 def test_a_stale_temporary_file_is_removed_with_a_note(tmp_path, cli):

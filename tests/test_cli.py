@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import vidup.jobs.worker
 import vidup.runner
 from vidup.cli import main
 from vidup.errors import (
@@ -148,7 +149,7 @@ def test_corrupt_clip_midway_fails_and_writes_nothing_unless_asked(tmp_path, sr_
     assert 0 < len(frame_times(tmp_path / "out.mkv")) < 40
 
 
-def test_sigterm_midway_exits_143_and_leaves_nothing(tmp_path, sample):
+def test_sigterm_midway_exits_143_and_leaves_no_output(tmp_path, sample):
     import signal
     import time
 
@@ -157,17 +158,21 @@ def test_sigterm_midway_exits_143_and_leaves_nothing(tmp_path, sample):
     proc = subprocess.Popen([sys.executable, "-m", "vidup", "upscale", str(sample), str(out_dir / "up.mp4"), "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not list(out_dir.glob(".up.*.part.mp4")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # the writer's temporary file appears once frames start flowing
+    job = out_dir / ".up.mp4.vidup"
+    while not list(job.glob(".segment-*.part")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first segment's temporary file appears once frames start flowing
     assert proc.poll() is None, "finished before it could be interrupted"
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()
-    assert b"interrupted; no output was written" in stderr and b"Traceback" not in stderr
-    assert list(out_dir.iterdir()) == []
+    assert b"interrupted; no output was written" in stderr and b"rerun the same command to resume" in stderr
+    assert b"Traceback" not in stderr
+    # No output and no temporary file: only the job folder, with its manifest, for a resume.
+    assert [p.name for p in out_dir.iterdir()] == [job.name]
+    assert [p.name for p in job.iterdir()] == ["manifest.json"]
 
 
-def test_engine_failure_midway_leaves_no_output(tmp_path, sr_engine, monkeypatch):
+def test_engine_failure_midway_leaves_no_output_only_the_job_folder(tmp_path, sr_engine, monkeypatch):
     class Failing:
         name = "failing"
         calls = 0
@@ -178,11 +183,12 @@ def test_engine_failure_midway_leaves_no_output(tmp_path, sr_engine, monkeypatch
                 raise RuntimeError("injected failure")
             return sr_engine.upscale(frame, size, prior)
 
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: Failing())
+    monkeypatch.setattr(vidup.jobs.worker, "load_engine", lambda config: Failing())
     clip = make_clip(tmp_path / "in.mp4", frames=10)
     with pytest.raises(RuntimeError, match="injected"):
         run_cli("upscale", clip, tmp_path / "out.mp4", "-q", "--size", "128")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.mp4.vidup", "in.mp4"]
+    assert [p.name for p in (tmp_path / ".out.mp4.vidup").iterdir()] == ["manifest.json"]
 
 
 def test_bad_settings_are_config_errors(tmp_path):

@@ -30,7 +30,9 @@ class VidupGroup(click.Group):
         except KeyboardInterrupt as exc:
             signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
             streamed = ctx.invoked_subcommand == "filter"  # frames already on stdout stay there
-            click.echo("vidup: interrupted" + ("" if streamed else "; no output was written"), err=True)
+            resumable = "; finished segments are kept: rerun the same command to resume"
+            click.echo("vidup: interrupted" + ("" if streamed else "; no output was written")
+                       + (resumable if ctx.invoked_subcommand == "upscale" else ""), err=True)
             sys.exit(128 + signum)
         finally:
             signal.signal(signal.SIGTERM, previous)

@@ -117,6 +117,9 @@ class OutputConfig:
     preset: str | None = "veryfast"
     pix_fmt: str | None = None  # None: the source's bit depth and chroma, as far as the codec allows
     pixel_aspect: str = "square"  # square: anamorphic input becomes square pixels at its display aspect; keep: SAR kept
+    # Encoder threads, fixed rather than the encoder's own choice (which follows the core count): x264's output
+    # depends on its thread count, and segments encoded on different machines must concatenate byte-identically.
+    threads: int = 4
 
 
 @dataclass
@@ -127,6 +130,25 @@ class ColourConfig:
     pq_working: str = "code"  # code | display: PQ sources run through the engines as PQ code values or display-referred
     sdr_white_nits: float = 203.0  # reference white (ITU-R BT.2408): where SDR white sits in HDR
     hdr_peak_nits: float = 1000.0  # peak of the display-referred range (PQ working space and tone mapping)
+
+
+@dataclass
+class JobConfig:
+    """Files are upscaled as a job: segments planned at the cuts, each encoded to its own file in a job folder
+    beside the output (resumable), then concatenated without re-encoding."""
+
+    segment_frames: int = 300  # longest segment; a longer shot is split inside, shorter shots share a segment
+    warmup_frames: int = 8  # frames run (not written) before a boundary inside a shot, to rebuild temporal state
+    analysis_side: int = 320  # long side of the pre-pass decode that finds the cuts
+    workers: int = 1  # 1: in this process; more: a local Ray cluster (vidup[scale])
+    ray_address: str | None = None  # join an existing Ray cluster ("auto", "ray://host:10001")
+    fresh: bool = False  # ignore a job folder left by an earlier run
+    retries: int = 2  # times a segment is retried after its Ray worker died
+
+
+# Settings that change how a job runs, never what it writes: a resume may differ in these.
+RUN_ONLY_SETTINGS = {"quiet", "overwrite", "pipeline", "temporal.flow_workers", "job.workers", "job.ray_address",
+                     "job.fresh", "job.retries"}
 
 
 @dataclass
@@ -149,6 +171,21 @@ class VidupConfig:
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     colour: ColourConfig = field(default_factory=ColourConfig)
+    job: JobConfig = field(default_factory=JobConfig)
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting as a flat {dotted name: value} dict (what a job's manifest compares)."""
+        flat: dict[str, Any] = {}
+
+        def walk(obj: Any, prefix: str) -> None:
+            for f in dataclasses.fields(obj):
+                value = getattr(obj, f.name)
+                if dataclasses.is_dataclass(value):
+                    walk(value, f"{prefix}{f.name}.")
+                else:
+                    flat[f"{prefix}{f.name}"] = list(value) if isinstance(value, (list, tuple)) else value
+        walk(self, "")
+        return flat
 
     @property
     def size_spec(self) -> SizeSpec:
@@ -192,6 +229,14 @@ class VidupConfig:
             raise ConfigError(f"sr.tile must be 0 (off) or at least 32, got {self.sr.tile}")
         if self.sr.tile_pad < 0:
             raise ConfigError("sr.tile_pad must be >= 0")
+        if out.threads < 1:
+            raise ConfigError("output.threads must be at least 1")
+        job = self.job
+        if job.segment_frames < 1 or job.warmup_frames < 0 or job.analysis_side < 32 or job.retries < 0:
+            raise ConfigError("job.segment_frames must be >= 1, job.warmup_frames and job.retries >= 0, "
+                              "job.analysis_side >= 32")
+        if job.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {job.workers}")
         self._validate_flux()
         self._validate_temporal()
         return self

@@ -59,3 +59,11 @@ class ModelFormatError(VidupError):
 
 class PipeFormatError(VidupError):
     """A y4m or rawvideo stream on stdin is malformed."""
+
+
+class JobError(VidupError):
+    """A job's folder or its plan cannot be used (a damaged segment file, a worker that keeps dying)."""
+
+
+class EngineMemoryError(VidupError):
+    """The engine ran out of memory and there was nothing left to shrink (tile, batch, VAE tiling, offload)."""

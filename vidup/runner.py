@@ -9,22 +9,21 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import av
 import numpy as np
 
+from vidup.backoff import with_backoff
 from vidup.config import VidupConfig
 from vidup.engines.base import Engine, load_engine
-from vidup.errors import ConfigError, TruncatedInputError
 from vidup.pipeline import run_pipeline
 from vidup.temporal.state import Motion, TemporalTracker
 from vidup.video.colour import frame_to_rgb
 from vidup.video.deinterlace import decide
 from vidup.video.describe import OutputDescription, describe_output
 from vidup.video.hdr import DisplayReferredPQ, ToneMapToSdr
-from vidup.video.reader import Frame, Position, Repairs, VideoInfo, VideoReader, probe, sniff_interlacing
-from vidup.video.writer import VideoWriter, check_encoder, check_output_path
+from vidup.video.reader import Frame, Repairs, VideoInfo, sniff_interlacing
 
 log = logging.getLogger("vidup")
 MIN_FLOW_SIDE = 12  # DIS optical flow needs frames at least this big on each side
@@ -39,6 +38,8 @@ class StageTimes:
     analysis: float = 0.0  # cut detection and optical flow on the input
     engine: float = 0.0
     encode: float = 0.0
+    plan: float = 0.0  # the job's pre-pass (wall time)
+    assemble: float = 0.0  # concatenating the segments into the output (wall time)
 
 
 @dataclass
@@ -52,6 +53,11 @@ class RunReport:
     repairs: Repairs = field(default_factory=Repairs)
     notes: tuple[str, ...] = ()  # what the output does differently from the source, said once
     description: OutputDescription | None = None
+    warnings: tuple[str, ...] = ()  # out-of-memory backoffs
+    segments: int = 1
+    segments_run: int = 1  # segments computed by this run (the rest were resumed)
+    segments_resumed: int = 0
+    ray_startup: float | None = None  # seconds to start or join the Ray cluster and its workers
 
     @property
     def fps(self) -> float:
@@ -81,6 +87,8 @@ class Upscaler:
         self.engine = engine or load_engine(self.config)
         self._size_for: dict[tuple[int, int], tuple[int, int]] = {}
         self.notes: list[str] = []
+        self.warnings: list[str] = []  # out-of-memory backoffs
+        self.frames_done = 0
         t = self.config.temporal
         self.temporal = (TemporalTracker(t.flow_preset, t.photometric_threshold, t.shot_threshold, t.flow_max_side)
                          if t.enabled else None)
@@ -110,6 +118,16 @@ class Upscaler:
         """Mark a cut: nothing from earlier frames may influence the next one."""
         if self.temporal is not None:
             self.temporal.reset()
+
+    def follow_plan(self, cuts) -> None:
+        """From the next frame on, shots start exactly at `cuts` (counted from that frame, which starts one), as
+        a job's plan decided; the detector is not asked."""
+        if self.temporal is not None:
+            self.temporal.reset()
+            self.temporal.analyser.follow_plan(cuts)
+
+    def _engine_call(self, call):
+        return with_backoff(call, self.engine, f"frame {self.frames_done}", self.warnings.append)
 
     def _check_flow_size(self, rgb: np.ndarray) -> None:
         if self.temporal is not None and min(rgb.shape[:2]) < MIN_FLOW_SIDE:
@@ -144,12 +162,20 @@ class Upscaler:
         size = self.target_size(rgb.shape[1], rgb.shape[0])
         self._check_flow_size(rgb)
         extra = {"prepared": prepared} if prepared is not None else {}
-        if self.temporal is None:
-            out = self.engine.upscale(rgb, size, **extra)
-        else:
-            prior = self.temporal.prior_for(rgb, size, motion)
-            out = self.engine.upscale(rgb, size, prior=prior, **extra)
+        if self.temporal is not None:
+            extra["prior"] = self.temporal.prior_for(rgb, size, motion)
+
+        def run():
+            try:
+                return self.engine.upscale(rgb, size, **extra)
+            except Exception:
+                extra.pop("prepared", None)  # a retry recomputes the network's output with the smaller footprint
+                raise
+
+        out = self._engine_call(run)
+        if self.temporal is not None:
             self.temporal.commit(out, getattr(self.engine, "temporal_extras", lambda: None)())
+        self.frames_done += 1
         return self._after(out) if self._after is not None else out
 
     def upscale_stream(self, items: Iterable[tuple[np.ndarray, Motion | None]]) -> Iterator[np.ndarray]:
@@ -163,7 +189,7 @@ class Upscaler:
             prepared = [None] * len(pending)
             if len(pending) > 1 and hasattr(self.engine, "prepare"):
                 size = self.target_size(frames[0].shape[1], frames[0].shape[0])
-                prepared = self.engine.prepare(frames, size)
+                prepared = self._engine_call(lambda: self.engine.prepare(frames, size))
             for frame, (_, motion), ready in zip(frames, pending, prepared):
                 yield self._upscale_one(frame, motion, ready)
             pending.clear()
@@ -194,21 +220,6 @@ def progress_bar(total: int | None, quiet: bool, description: str):
     interactive = sys.stderr.isatty()
     return tqdm(total=total, disable=quiet, unit="frame", desc=description, file=sys.stderr,
                 dynamic_ncols=True, smoothing=0.1, mininterval=0.1 if interactive else 10.0)
-
-
-def _expected_frames(info: VideoInfo, description: OutputDescription, start: Position | None,
-                     end: Position | None) -> int | None:
-    """Best estimate of how many frames the window holds, for the progress bar's ETA only."""
-    per_frame = 2 if description.deinterlace == "field" else 1
-    total = info.frame_count * per_frame if info.frame_count else None
-    rate = float(description.frame_rate or 25)
-    if total is None and info.duration:
-        total = int(round(info.duration * rate))
-    if total is None:
-        return None
-    first = 0 if start is None else start.frame if start.frame is not None else int(start.seconds * rate)
-    stop = total if end is None else end.frame if end.frame is not None else int(end.seconds * rate)
-    return max(0, min(total, stop) - first)
 
 
 def _timed(items: Iterable, times: StageTimes, field_name: str) -> Iterator:
@@ -261,60 +272,12 @@ def frame_path(frames: Iterable[Frame], upscaler: Upscaler, times: StageTimes, o
 
 
 def upscale_video(input_path: str | Path, output_path: str | Path, config: VidupConfig,
-                  engine: Engine | None = None) -> RunReport:
-    """Upscale a clip into a new file. Everything that can be checked is checked before the model loads."""
-    config = config.validate()
-    input_path, output_path = Path(input_path), Path(output_path)
-    check_output_path(output_path, input_path if input_path.exists() else None, config.overwrite)
-    check_encoder(config.output.codec)
-    info = probe(input_path)
-    description = describe_clip(info, config, config.output.codec)
-    start, end = Position.parse(config.start), Position.parse(config.end)
-    repairs = Repairs()
-    if info.truncated:
-        if config.on_decode_error != "skip":
-            raise TruncatedInputError(f"{input_path}: truncated: {info.truncated}. Pass --on-decode-error skip to "
-                                      "upscale what is there")
-        repairs.incomplete = info.truncated
-    # The output's time zero: a trim's first frame, or the first frame where a wrapped clock made it negative
-    # (MP4 edit lists would hide every frame before zero). Otherwise the source's own timestamps stay.
-    origin = info.start_time if info.start_time < 0 else None
-    if origin is not None:
-        repairs.shifted_start = -origin
-    trimmed = start is not None or end is not None
-    window = None
-    if trimmed or origin is not None:
-        window = (origin if start is None else None, None if end is None or end.seconds is None
-                  else info.start_time + end.seconds)
+                  engine: Engine | None = None,
+                  engine_factory: Callable[[VidupConfig], Engine] | None = None) -> RunReport:
+    """Upscale a clip into a new file, as a resumable job (`vidup.jobs`): segments planned at the cuts, run in
+    this process or on Ray (`job.workers`, `job.ray_address`; Ray workers build their engine with
+    `engine_factory`), and concatenated without re-encoding. Everything that can be checked is checked before the
+    model loads."""
+    from vidup.jobs.job import run_job
 
-    started = time.perf_counter()
-    times = StageTimes()
-    writer = VideoWriter(output_path, description, config.output, source=info, window=window,
-                         overwrite=config.overwrite, repairs=repairs,
-                         timecode_offset=0.0 if start is None else start.seconds_at(float(description.frame_rate or 25)))
-    count = 0
-    with writer:
-        upscaler = Upscaler(config, engine, description)  # the model loads only after every input check passed
-        reader = VideoReader(input_path, info, on_decode_error=config.on_decode_error, description=description)
-        reader.repairs = repairs
-        with progress_bar(_expected_frames(info, description, start, end), config.quiet, input_path.name) as bar:
-            for frame, out in frame_path(reader.frames(start, end), upscaler, times, config.pipeline):
-                if count == 0 and start is not None:
-                    # Audio starts with the first frame kept, wherever the seek landed.
-                    writer.window = (frame.time if frame.time is not None else info.start_time, writer.window[1])
-                t0 = time.perf_counter()
-                writer.write(out, frame.pts, frame.time_base)
-                times.encode += time.perf_counter() - t0
-                count += 1
-                bar.update(1)
-        if count == 0:
-            raise ConfigError(f"the selected range of {input_path} holds no frames (start={config.start}, end={config.end})")
-        if end is not None and reader.last_time is not None:
-            # The window closes one frame after the last frame kept, so copied audio stops with the video.
-            writer.window = (writer.window[0], reader.last_time + 1.0 / float(description.frame_rate or 25))
-        t3 = time.perf_counter()
-    times.encode += time.perf_counter() - t3  # flush and finalise
-    notes = tuple(description.notes) + tuple(writer.notes) + tuple(upscaler.notes)
-    return RunReport(output=output_path, frames=count, seconds=time.perf_counter() - started,
-                     size=description.size, packets_copied=writer.packets_copied, times=times, repairs=repairs,
-                     notes=notes, description=description)
+    return run_job(input_path, output_path, config, engine, engine_factory)

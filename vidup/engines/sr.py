@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from vidup.temporal.state import TemporalPrior
 
 AUTO_BATCH_GPU = 8  # frames per network call on an accelerator when sr.batch is auto (input up to 1 Mpixel)
+MIN_TILE = 32  # smallest SR tile the out-of-memory backoff goes down to (and the smallest sr.tile allowed)
 
 
 def tile_boxes(length: int, tile: int) -> list[tuple[int, int]]:
@@ -64,6 +65,7 @@ class SREngine:
         self.batch = (AUTO_BATCH_GPU if on_device else 1) if batch == "auto" else int(batch)
         self.tensor_path = backend == "torch" or (backend == "auto" and on_device)
         self._last: torch.Tensor | None = None  # the last finished frame, on the device (tensor path)
+        self._input_side = 0  # long side of the last network input (the first tile when backing off)
 
     @classmethod
     def from_config(cls, config: "VidupConfig") -> "SREngine":
@@ -113,9 +115,31 @@ class SREngine:
             chunk = frames[i : i + max(1, self.batch)]
             x = self._to_input(chunk)
             h, w = x.shape[-2:]
+            self._input_side = max(h, w)
             y = self._forward(x) if not self.tile or (h <= self.tile and w <= self.tile) else self._tiled(x)
             outputs.extend(y)
         return outputs
+
+    # --- out-of-memory backoff (vidup.backoff) -------------------------------------------------------------------
+
+    def footprint(self) -> tuple[int, int]:
+        return self.batch, self.tile
+
+    def set_footprint(self, state: tuple[int, int]) -> None:
+        self.batch, self.tile = state
+
+    def shrink(self) -> str | None:
+        """One step smaller: half the batch, then half the tile (down to MIN_TILE)."""
+        if self.placement.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.batch > 1:
+            old, self.batch = self.batch, self.batch // 2
+            return f"SR batch {old} -> {self.batch}"
+        side = self.tile or self._input_side
+        if side // 2 >= MIN_TILE:
+            old, self.tile = self.tile, side // 2
+            return f"SR tile {old or 'whole frame'} -> {self.tile} px"
+        return None
 
     def super_resolve(self, frame: np.ndarray) -> np.ndarray:
         """The network's native-scale output for one RGB frame (uint8 or uint16), in the same dtype."""

@@ -71,8 +71,16 @@ class MotionAnalyser:
         self.shots = ShotDetector(threshold=shot_threshold)
         self.photometric_threshold = photometric_threshold
         self.cuts: list[int] = []
+        self.declared_cuts: frozenset[int] | None = None  # set: cuts come from a plan, not from the detector
         self._frame = -1
         self._previous: np.ndarray | None = None
+
+    def follow_plan(self, cuts) -> None:
+        """From now on the frames that start a shot are `cuts` (indices counted from the next frame, which is
+        always one): a job's segment decides exactly what its plan decided for the whole clip."""
+        self.reset()
+        self.cuts, self._frame = [], -1
+        self.declared_cuts = frozenset(cuts) | {0}
 
     def reset(self) -> None:
         """A declared cut: the next frame starts a shot."""
@@ -86,13 +94,24 @@ class MotionAnalyser:
         factor = self.flow_max_side / max(h, w)
         return cv2.resize(frame, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
 
-    def analyse(self, frame: np.ndarray, flows: FlowPair | None = None) -> Motion:
+    def analyse(self, frame: np.ndarray, flows: FlowPair | None = None, need_flow: bool = True) -> Motion:
         """The motion of the next frame. `flows` (already computed for the previous frame and this one) saves
-        computing them here."""
+        computing them here; without `need_flow` only the cut is decided (flow is computed only if the detector
+        asks for it)."""
         frame = self._for_flow(to_8bit(frame))
         self._frame += 1
         previous, self._previous = self._previous, frame
         comparable = previous is not None and previous.shape == frame.shape
+        if self.declared_cuts is not None:
+            if self._frame in self.declared_cuts or previous is None:
+                if self._frame:
+                    self.cuts.append(self._frame)
+                return Motion(cut=True, flows=None)
+            if not comparable or not need_flow:
+                return Motion(cut=False, flows=None)
+            if flows is None:
+                flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
+            return Motion(cut=False, flows=flows)
 
         def motion_explained() -> float:  # only asked for when the content change alone cannot decide
             nonlocal flows
@@ -106,12 +125,11 @@ class MotionAnalyser:
             if previous is None:
                 self.shots.is_cut(frame)  # the first frame of a declared shot feeds the detector too
             return Motion(cut=True, flows=None)
-        if not comparable:
-            return Motion(cut=False, flows=None)
+        if not comparable or not need_flow:
+            return Motion(cut=False, flows=flows)
         if flows is None:
             flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
         return Motion(cut=False, flows=flows)
-
 
     def analyse_stream(self, frames: Iterable[np.ndarray], workers: int) -> Iterator[Motion]:
         """`analyse` over a stream, with the flow of each consecutive pair computed by `workers` threads ahead of

@@ -323,8 +323,9 @@ class VideoReader:
     SEEK_BACK = (0.0, 1.0, 4.0, 15.0)  # seconds before a start to seek to, tried in turn until one lands before it
 
     def __init__(self, path: str | Path, info: VideoInfo | None = None, *, on_decode_error: str = "fail",
-                 description: "OutputDescription | None" = None):
+                 description: "OutputDescription | None" = None, max_side: int = 0):
         self.path = Path(path)
+        self.max_side = max_side  # > 0: frames are scaled to at most this long side (cheap analysis passes)
         self.info = info or probe(self.path)
         self.on_decode_error = on_decode_error
         self.description = description
@@ -494,6 +495,10 @@ class VideoReader:
         return pts
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+        if self.max_side and max(frame.width, frame.height) > self.max_side:
+            factor = self.max_side / max(frame.width, frame.height)
+            frame = frame.reformat(width=max(2, round(frame.width * factor)), height=max(2, round(frame.height * factor)),
+                                   interpolation="AREA")
         d = self.description
         if d is None:
             return frame_to_rgb(frame)

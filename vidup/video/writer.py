@@ -108,7 +108,7 @@ def remove_stale_parts(path: Path) -> list[Path]:
     return removed
 
 
-def _os_error_text(exc: BaseException) -> str:
+def os_error_text(exc: BaseException) -> str:
     code = getattr(exc, "errno", None)
     if code == errno.ENOSPC:
         return "the disk is full"
@@ -142,6 +142,60 @@ def timecode_plus(timecode: str, seconds: float, rate: Fraction | None) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{f:02d}"
 
 
+def add_video_stream(container, d: OutputDescription, output: OutputConfig, suffix: str, timecode: str | None = None):
+    """The output video stream and its encoder, as the description says. Every encoder of a clip (the whole
+    file's, each job segment's) is made here, so they all use identical settings."""
+    try:
+        stream = container.add_stream(output.codec, rate=d.frame_rate or Fraction(25))
+    except ValueError:
+        raise UnsupportedStreamError(f"{suffix} files cannot hold {output.codec} video; use .mkv or .mov") from None
+    stream.width, stream.height = d.width, d.height
+    stream.pix_fmt = d.pix_fmt
+    _, has_crf, has_preset = CODECS[output.codec]
+    options = {}
+    nvenc = output.codec.endswith("_nvenc")
+    if has_crf and output.crf is not None:
+        options |= {"rc": "vbr", "cq": str(output.crf)} if nvenc else {"crf": str(output.crf)}
+    if has_preset and output.preset:
+        options["preset"] = NVENC_PRESETS.get(output.preset, output.preset) if nvenc else output.preset
+    params = d.hdr.encoder_params(output.codec) if d.hdr else []
+    if output.codec == "libx265":
+        params.insert(0, "log-level=error")
+    if params:
+        options[f"{output.codec.removeprefix('lib')}-params"] = ":".join(params)
+    stream.options = options
+    stream.time_base = d.time_base  # the reader's clock: every pts survives exactly
+    cc = stream.codec_context
+    cc.time_base = d.time_base
+    cc.thread_count = output.threads
+    c = d.colour
+    cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = c.primaries, c.transfer, c.matrix, c.range
+    if d.sample_aspect != 1:
+        cc.sample_aspect_ratio = d.sample_aspect
+    if d.rotation:
+        stream.set_display_rotation(d.rotation)
+    if timecode:
+        stream.metadata["timecode"] = timecode
+    return stream
+
+
+def output_frame(rgb: np.ndarray, d: OutputDescription, pts: int | None, time_base: Fraction | None,
+                 shift: float, stream_time_base: Fraction, fallback_pts: int) -> av.VideoFrame:
+    """An upscaled frame as the encoder takes it: the output pixel format and colour tags, and the source's pts
+    moved by `shift` seconds (the output's time zero) into the stream's clock."""
+    frame = rgb_to_frame(rgb, d.pix_fmt, d.colour.swscale_matrix, d.colour.full_range)
+    c = d.colour
+    frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = (c.primaries, c.transfer,
+                                                                                   c.matrix, c.range)
+    tb = time_base or stream_time_base
+    if pts is not None:
+        frame.pts = int(round((pts - int(round(shift / tb))) * tb / stream_time_base))
+    else:
+        frame.pts = fallback_pts
+    frame.time_base = stream_time_base
+    return frame
+
+
 class VideoWriter:
     """Usage: `with VideoWriter(path, description, output, source=info) as w: w.write(rgb, pts)`; the file
     appears on a clean exit. `window` = (start, end) in seconds of the input's timeline trims the copied streams;
@@ -166,14 +220,14 @@ class VideoWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputWriteError(f"cannot create the folder {self.path.parent}: {_os_error_text(exc)}") from None
+            raise OutputWriteError(f"cannot create the folder {self.path.parent}: {os_error_text(exc)}") from None
         for stale in remove_stale_parts(self.path):
             self.notes.append(f"removed {stale.name}, left by an interrupted run")
         self._tmp = self.path.parent / f".{self.path.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{self.path.suffix}"
         try:
             self._container = av.open(str(self._tmp), "w", format=self._format)
         except (OSError, av.error.FFmpegError) as exc:
-            raise OutputWriteError(f"cannot write {self.path}: {_os_error_text(exc)}") from None
+            raise OutputWriteError(f"cannot write {self.path}: {os_error_text(exc)}") from None
         try:
             self._video = self._add_video_stream(output)
             self._copied = self._add_passthrough_streams() if source else {}
@@ -190,38 +244,8 @@ class VideoWriter:
 
     def _add_video_stream(self, output: OutputConfig):
         d = self.description
-        try:
-            stream = self._container.add_stream(output.codec, rate=d.frame_rate or Fraction(25))
-        except ValueError:
-            raise UnsupportedStreamError(f"{self.path.suffix} files cannot hold {output.codec} video; use .mkv or "
-                                         ".mov") from None
-        stream.width, stream.height = d.width, d.height
-        stream.pix_fmt = d.pix_fmt
-        _, has_crf, has_preset = CODECS[output.codec]
-        options = {}
-        nvenc = output.codec.endswith("_nvenc")
-        if has_crf and output.crf is not None:
-            options |= {"rc": "vbr", "cq": str(output.crf)} if nvenc else {"crf": str(output.crf)}
-        if has_preset and output.preset:
-            options["preset"] = NVENC_PRESETS.get(output.preset, output.preset) if nvenc else output.preset
-        params = d.hdr.encoder_params(output.codec) if d.hdr else []
-        if output.codec == "libx265":
-            params.insert(0, "log-level=error")
-        if params:
-            options[f"{output.codec.removeprefix('lib')}-params"] = ":".join(params)
-        stream.options = options
-        stream.time_base = d.time_base  # the reader's clock: every pts survives exactly
-        cc = stream.codec_context
-        cc.time_base = d.time_base
-        c = d.colour
-        cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = c.primaries, c.transfer, c.matrix, c.range
-        if d.sample_aspect != 1:
-            cc.sample_aspect_ratio = d.sample_aspect
-        if d.rotation:
-            stream.set_display_rotation(d.rotation)
-        if d.timecode:
-            stream.metadata["timecode"] = timecode_plus(d.timecode, self.timecode_offset, d.source.frame_rate)
-        return stream
+        timecode = timecode_plus(d.timecode, self.timecode_offset, d.source.frame_rate) if d.timecode else None
+        return add_video_stream(self._container, d, output, self.path.suffix, timecode)
 
     def _add_passthrough_streams(self) -> dict[int, object]:
         infos = self.source.passthrough_streams
@@ -370,25 +394,32 @@ class VideoWriter:
     def _shift(self) -> float:
         return (self.window[0] or 0.0) if self.window else 0.0
 
+    @property
+    def extradata(self) -> bytes | None:
+        """The encoder's global header (SPS/PPS for H.264 in MP4/MKV): pre-encoded packets must match it."""
+        return self._video.codec_context.extradata
+
+    def write_encoded(self, packet: av.Packet, is_frame: bool = True) -> None:
+        """Mux one pre-encoded video packet (a job segment's; its time base set), interleaving the copied
+        streams up to its time."""
+        packet.stream = self._video
+        try:
+            if self._copied and packet.pts is not None:
+                self._mux_passthrough(float(packet.pts * packet.time_base) + self._shift)
+            self._container.mux(packet)
+        except OSError as exc:
+            raise OutputWriteError(f"writing {self.path} failed: {os_error_text(exc)}") from None
+        self.frames_written += is_frame
+
     def write(self, rgb: np.ndarray, pts: int | None, time_base: Fraction | None = None) -> None:
-        d = self.description
-        frame = rgb_to_frame(rgb, d.pix_fmt, d.colour.swscale_matrix, d.colour.full_range)
-        c = d.colour
-        frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = (c.primaries, c.transfer,
-                                                                                       c.matrix, c.range)
-        tb = time_base or self._video.time_base
-        if pts is not None:
-            shift = int(round(self._shift / tb))
-            frame.pts = int(round((pts - shift) * tb / self._video.time_base))
-        else:
-            frame.pts = self.frames_written
-        frame.time_base = self._video.time_base
+        frame = output_frame(rgb, self.description, pts, time_base, self._shift, self._video.time_base,
+                             self.frames_written)
         try:
             if self._copied:
                 self._mux_passthrough(float(frame.pts * self._video.time_base) + self._shift)
             self._container.mux(self._video.encode(frame))
         except OSError as exc:  # av.error.OSError included: ENOSPC, EIO, EROFS
-            raise OutputWriteError(f"writing {self.path} failed: {_os_error_text(exc)}") from None
+            raise OutputWriteError(f"writing {self.path} failed: {os_error_text(exc)}") from None
         self.frames_written += 1
 
     def close(self) -> Path:
@@ -400,7 +431,7 @@ class VideoWriter:
                     self._mux_passthrough(None)
                 self._container.close()
             except OSError as exc:
-                raise OutputWriteError(f"writing {self.path} failed: {_os_error_text(exc)}") from None
+                raise OutputWriteError(f"writing {self.path} failed: {os_error_text(exc)}") from None
             if self._passthrough_in is not None:
                 self._passthrough_in.close()
             if self.path.exists() and not self._overwrite:
@@ -411,7 +442,7 @@ class VideoWriter:
                 os.chmod(self._tmp, 0o666 & ~umask)  # hidden temporary files are 0600; outputs get the usual mode
                 os.replace(self._tmp, self.path)
             except OSError as exc:
-                raise OutputWriteError(f"cannot move the finished file to {self.path}: {_os_error_text(exc)}") from None
+                raise OutputWriteError(f"cannot move the finished file to {self.path}: {os_error_text(exc)}") from None
         except BaseException:
             self.abort()
             raise

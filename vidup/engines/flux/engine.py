@@ -169,6 +169,32 @@ class FluxEngine:
         if flux.compile:
             transformer.compile_repeated_blocks(fullgraph=False, dynamic=False, backend=flux.compile_backend)
 
+    # --- out-of-memory backoff (vidup.backoff) -------------------------------------------------------------------
+
+    def footprint(self) -> tuple[bool, str]:
+        return bool(getattr(self.components.vae, "use_tiling", False)), self.memory_plan.offload if self.placer else ""
+
+    def set_footprint(self, state: tuple[bool, str]) -> None:
+        """Back to a segment's starting VAE tiling. A move to sequential offload stays for the engine's life:
+        undoing the block streaming costs more than the memory it would win back for one segment."""
+        tiling, _ = state
+        vae = self.components.vae
+        vae.enable_tiling() if tiling else vae.disable_tiling()
+
+    def shrink(self) -> str | None:
+        """One step smaller: VAE tiling on, then blocks streamed in per step (sequential offload)."""
+        if self.placement.device.type == "cuda":
+            torch.cuda.empty_cache()
+        vae = self.components.vae
+        if not getattr(vae, "use_tiling", False):
+            vae.enable_tiling()
+            return "FLUX VAE tiling on"
+        if self.placer is not None and self.placer.plan.offload != "sequential":
+            old = self.placer.plan.offload
+            self.placer.replan(MemoryPlan("sequential", "out of memory"))
+            return f"FLUX offload {old} -> sequential"
+        return None
+
     @property
     def active_adapters(self) -> list[str]:
         return list(self._active_adapters[0]) if self._active_adapters else []

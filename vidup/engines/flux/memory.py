@@ -90,6 +90,13 @@ class Placer:
         if where == "host" and self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def replan(self, plan: MemoryPlan) -> None:
+        """Change plans between frames (the out-of-memory backoff: on to sequential offload)."""
+        self.plan = plan
+        if plan.offload == "sequential" and not self.streamed:
+            self._move(["transformer", "controlnet"], "host")  # group offloading starts from the host
+        self.denoise_phase()
+
     def prompt_phase(self) -> None:
         self._move(TEXT_ENCODERS, "device")
 

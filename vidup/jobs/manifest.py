@@ -1,0 +1,132 @@
+"""The job folder and its manifest: what a rerun needs to resume, and what tells it that it must not.
+
+The folder `.NAME.vidup/` sits beside the output `NAME`. It holds `manifest.json` (the input's fingerprint, the
+config, vidup's version, the plan, and each finished segment with its SHA-256) and the finished segment files.
+The manifest is replaced atomically after each segment, so a kill at any moment leaves a consistent folder. The
+folder is removed once the output is in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidup import __version__
+from vidup.config import RUN_ONLY_SETTINGS, VidupConfig
+from vidup.errors import OutputWriteError
+from vidup.jobs.plan import Plan
+from vidup.video.writer import os_error_text
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+SAMPLE_BYTES = 1 << 20  # the fingerprint hashes this much of the input's head and tail
+
+
+def job_folder(output: Path) -> Path:
+    return output.parent / f".{output.name}.vidup"
+
+
+def fingerprint(path: Path) -> dict:
+    """Size, modification time and a hash of the head and tail: cheap, and any edit or replacement shows."""
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(SAMPLE_BYTES))
+        if stat.st_size > SAMPLE_BYTES:
+            f.seek(max(SAMPLE_BYTES, stat.st_size - SAMPLE_BYTES))
+            digest.update(f.read(SAMPLE_BYTES))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sample_sha256": digest.hexdigest()}
+
+
+def output_settings(config: VidupConfig) -> dict:
+    """The settings that decide what the output holds (those that only change how the job runs left out)."""
+    return {k: v for k, v in config.settings().items() if k not in RUN_ONLY_SETTINGS}
+
+
+@dataclass
+class Manifest:
+    input: dict
+    settings: dict
+    version: str
+    plan: Plan
+    done: dict[int, dict] = field(default_factory=dict)  # segment index -> {"file", "sha256", "frames"}
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, "version": self.version, "input": self.input, "settings": self.settings,
+                "plan": self.plan.to_json(), "done": {str(k): v for k, v in sorted(self.done.items())}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Manifest":
+        return cls(data["input"], data["settings"], data["version"], Plan.from_json(data["plan"]),
+                   {int(k): v for k, v in data["done"].items()})
+
+
+def why_not_resumable(old: Manifest, input_print: dict, settings: dict) -> str | None:
+    """None when `old` belongs to this input and these settings; otherwise the reason, for the user."""
+    if old.version != __version__:
+        return f"it was made by vidup {old.version}, this is {__version__}"
+    if old.input != input_print:
+        return "the input file changed since"
+    changed = sorted(k for k in set(old.settings) | set(settings) if old.settings.get(k) != settings.get(k))
+    if changed:
+        shown = ", ".join(f"{k} {old.settings.get(k)!r} -> {settings.get(k)!r}" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        return f"settings changed ({shown}{more})"
+    return None
+
+
+class JobFolder:
+    def __init__(self, output: Path):
+        self.path = job_folder(output)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    def load(self) -> tuple[Manifest | None, str | None]:
+        """The manifest left by an earlier run, or (None, why it cannot be read) when there is a folder."""
+        if not self.manifest_path.exists():
+            return None, ("its manifest is missing" if self.path.exists() else None)
+        try:
+            with open(self.manifest_path) as f:
+                data = json.load(f)
+            if data.get("format") != FORMAT:
+                return None, "its manifest is of another format"
+            return Manifest.from_json(data), None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return None, f"its manifest cannot be read ({exc.__class__.__name__})"
+
+    def create(self) -> None:
+        try:
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            self.path.mkdir(parents=True)
+        except OSError as exc:
+            raise OutputWriteError(f"cannot create the job folder {self.path}: {os_error_text(exc)}") from None
+
+    def save(self, manifest: Manifest) -> None:
+        """Atomically: a kill leaves either the old manifest or the new one."""
+        tmp = self.path / f".{MANIFEST}.{os.getpid()}.part"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(manifest.to_json(), f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.manifest_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputWriteError(f"cannot write the job manifest in {self.path}: {os_error_text(exc)}") from None
+
+    def remove_strays(self, manifest: Manifest) -> None:
+        """Files no finished segment names (temporary files of a killed run)."""
+        keep = {MANIFEST} | {entry["file"] for entry in manifest.done.values()}
+        for path in self.path.iterdir():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
