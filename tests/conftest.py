@@ -32,3 +32,12 @@ def sr_engine():
     from vidup.engines.base import load_engine
 
     return load_engine(load_config())
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory):
+    """Tiny random FLUX components (base, ControlNet, LoRAs) saved as diffusers folders, built offline."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    from make_tiny_flux import build
+
+    return build(tmp_path_factory.mktemp("tiny-flux"))

@@ -28,13 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 GIB = 2**30
 
 
-@pytest.fixture(scope="session")
-def tiny_flux(tmp_path_factory):
-    from make_tiny_flux import build
-
-    return build(tmp_path_factory.mktemp("tiny-flux"))
-
-
 def flux_config(tiny_flux, **overrides):
     values = {"engine": "flux", "flux.model": str(tiny_flux["base"]), "flux.controlnet": str(tiny_flux["controlnet"]),
               "flux.steps": 8, "flux.stage2_steps": 8, "flux.stage2_strength": 0.5, "size": "64", "quiet": True}
@@ -374,6 +367,40 @@ def test_sequential_plan_streams_blocks_and_runs(tiny_flux):
     engine.prepare((64, 48), plan=MemoryPlan("sequential", "test"))
     assert engine.placer.location["vae"] == "device" and engine.placer.streamed
     assert engine.upscale(FRAME, (64, 48)).shape == (48, 64, 3)
+
+
+def test_out_of_memory_backoff_turns_on_vae_tiling_then_streams_blocks_and_keeps_the_frame(tiny_flux):
+    """A FLUX frame that runs out of memory is retried: VAE tiling first, then sequential offload; the frame
+    comes out (the same as without the fault), and a segment start restores the VAE tiling setting."""
+    from vidup.runner import Upscaler
+
+    config = flux_config(tiny_flux, **{"flux.vae_tiling": False})
+    clean = FluxEngine(config)
+    clean.prepare((64, 48))
+    expected = clean.upscale(FRAME, (64, 48))
+    engine = FluxEngine(config)
+    engine.prepare((64, 48))
+    start = engine.footprint()
+    assert start == (False, "none")
+    real, failures = engine.components.transformer.forward, []
+
+    def forward(*args, **kwargs):  # out of memory until blocks stream in
+        if not engine.placer.streamed:
+            failures.append(1)
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(*args, **kwargs)
+
+    engine.components.transformer.forward = forward
+    runner = Upscaler(config, engine)
+    out = runner.upscale_frame(FRAME)
+    assert len(failures) == 2 and runner.warnings == [
+        "out of memory at frame 0: FLUX VAE tiling on, for the rest of the segment",
+        "out of memory at frame 0: FLUX offload none -> sequential, for the rest of the segment"]
+    assert engine.footprint() == (True, "sequential") and engine.placer.location["vae"] == "device"
+    np.testing.assert_allclose(out.astype(int), expected.astype(int), atol=1)
+    assert engine.shrink() is None  # nothing left: the next failure is an EngineMemoryError
+    engine.set_footprint(start)
+    assert engine.footprint() == (False, "sequential")  # tiling back off; streaming stays for the engine's life
 
 
 # --- caches ---------------------------------------------------------------------------------------------------

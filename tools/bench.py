@@ -60,24 +60,9 @@ def clip_480x270(folder: Path, frames: int = 100) -> Path:
 
 
 def null_engine(config):
-    """The SR engine's frame path (resize, colour anchor, temporal blend) around a network that only resizes."""
-    import torch
+    from vidup.testing import null_engine as make
 
-    from vidup.device import choose_placement
-    from vidup.engines.sr import SREngine
-
-    class Resize(torch.nn.Module):
-        scale = 4
-
-        def forward(self, x):
-            return torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest")
-
-    engine = SREngine(None, Resize(), "null (nearest x4)", choose_placement(config.device, "fp32"),
-                      tile=0, temporal_strength=config.temporal.sr_strength, temporal_sigma=config.temporal.sr_sigma,
-                      color_anchor=config.sr.color_anchor, color_anchor_sigma=config.sr.color_anchor_sigma,
-                      batch=config.sr.batch, backend=config.temporal.backend)
-    engine.name = "null"
-    return engine
+    return make(config)
 
 
 def end_to_end(clip: Path, engine, frames: int, temporal: bool, pipeline: bool = True, **overrides) -> dict:
@@ -334,6 +319,9 @@ def main() -> None:
     parser.add_argument("--roofline", action="store_true", help="also the realesrgan-x4plus convolution roofline")
     parser.add_argument("--temporal", action="store_true", help="also the temporal overhead by DIS preset")
     parser.add_argument("--gpu", action="store_true", help="also the CUDA table")
+    parser.add_argument("--jobs", action="store_true", help="also file jobs: pre-pass, segmented vs unsegmented, "
+                                                           "Ray start-up, resume (tools/bench_jobs.py)")
+    parser.add_argument("--skip-fast-path", action="store_true", help="leave out the fast path table")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     args = parser.parse_args()
     from vidup.device import cpu_has_fast_bf16
@@ -341,8 +329,9 @@ def main() -> None:
     results = {"machine": f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
                           f"CPU bf16 {'yes' if cpu_has_fast_bf16() else 'no'}"}
     print(results["machine"])
-    results["fast_path"] = fast_path(args.frames, args.quality_frames)
-    print_fast_path(results["fast_path"])
+    if not args.skip_fast_path:
+        results["fast_path"] = fast_path(args.frames, args.quality_frames)
+        print_fast_path(results["fast_path"])
 
     if args.sample:
         rows = []
@@ -372,6 +361,12 @@ def main() -> None:
         results["temporal_ms"] = cost
         print("\ntemporal overhead, 256x144 input -> 1024x576 (flow both ways + mask + warp), ms/frame: "
               + ", ".join(f"DIS {k} {v:.1f}" for k, v in cost.items()))
+    if args.jobs:
+        import bench_jobs
+
+        results["jobs"] = bench_jobs.run({"sample": SAMPLE, "bikes": bikes()})
+        print()
+        bench_jobs.print_results(results["jobs"])
     if args.gpu:
         results["gpu"] = gpu_table(min(args.frames, 50)) if torch.cuda.is_available() else "no CUDA device"
     if args.json:

@@ -93,7 +93,8 @@ def build_config(config_file=None, **flags):
         "seed": "flux.seed", "offload": "flux.offload", "cache": "flux.cache", "compile_": "flux.compile",
         "temporal": "temporal.enabled", "control_image": "flux.control_image", "turbo_lora": "flux.turbo_lora",
         "turbo_steps": "flux.turbo_steps", "deinterlace": "deinterlace", "pixel_aspect": "output.pixel_aspect",
-        "tonemap": "colour.tonemap", "pq_working": "colour.pq_working",
+        "tonemap": "colour.tonemap", "pq_working": "colour.pq_working", "workers": "job.workers",
+        "ray_address": "job.ray_address", "fresh": "job.fresh",
     }
     overrides = {keys[name]: value for name, value in flags.items()
                  if value is not None and value != () and name in keys}
@@ -133,6 +134,10 @@ def main():
 @click.option("--tonemap", type=click.Choice(["none", "sdr"]), help="HDR (PQ/HLG) to BT.709 SDR.")
 @click.option("--pq-working", type=click.Choice(["code", "display"]),
               help="PQ sources: engines see PQ code values (default) or display-referred light.")
+@click.option("--workers", type=int, help="Run segments on N workers of a local Ray cluster (vidup[scale]).")
+@click.option("--ray-address", help="Join this Ray cluster (auto, ray://host:10001): one worker per GPU.")
+@click.option("--fresh", is_flag=True, default=None,
+              help="Start afresh, discarding the job folder an interrupted run left (it resumes by default).")
 def upscale(input_path, output_path, **flags):
     """Upscale the clip IN into the new file OUT, copying every other stream."""
     from vidup.runner import upscale_video
@@ -142,15 +147,19 @@ def upscale(input_path, output_path, **flags):
     if not config.quiet:
         for note in report.notes:
             click.echo(f"vidup: note: {note}", err=True)
+    for warning in report.warnings:
+        click.echo(f"vidup: warning: {warning}", err=True)
     if report.repairs.any():
         click.echo(f"vidup: warning: {report.repairs.summary()}", err=True)
     if not config.quiet:
         t = report.times
+        resumed = f", {report.segments_resumed} resumed" if report.segments_resumed else ""
         click.echo(
-            f"wrote {report.output}: {report.frames} frames at {report.size[0]}x{report.size[1]}, "
-            f"{report.packets_copied} packets of other streams copied, {report.seconds:.1f} s "
-            f"({report.fps:.2f} frames/s; busy: decode {t.decode:.1f} s, motion {t.analysis:.1f} s, engine "
-            f"{t.engine:.1f} s, encode {t.encode:.1f} s)",
+            f"wrote {report.output}: {report.frames} frames at {report.size[0]}x{report.size[1]} in "
+            f"{report.segments} segments{resumed}, {report.packets_copied} packets of other streams copied, "
+            f"{report.seconds:.1f} s ({report.fps:.2f} frames/s; plan {t.plan:.1f} s, assembly {t.assemble:.1f} s; "
+            f"busy: decode {t.decode:.1f} s, motion {t.analysis:.1f} s, engine {t.engine:.1f} s, encode "
+            f"{t.encode:.1f} s)",
             err=True,
         )
 
@@ -201,6 +210,45 @@ def evaluate(output_path, reference, input_path, as_json):
 
     report = evaluate_video(output_path, reference, input_path)
     click.echo(report_json(report) if as_json else report.table())
+
+
+@main.command("train-lora")
+@click.argument("data", type=click.Path())
+@click.argument("output_path", metavar="OUT.safetensors", type=click.Path(dir_okay=False))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML preset ([train], [flux]).")
+@click.option("--flux-model", help="FLUX base: a diffusers folder or a cached repo id (FLUX.1-dev).")
+@click.option("--controlnet", help="FLUX ControlNet upscaler, for the validation sheets.")
+@click.option("--allow-download", is_flag=True, default=None, help="Let vidup fetch missing FLUX weights.")
+@click.option("--rank", type=int, help="LoRA rank (16).")
+@click.option("--alpha", type=float, help="LoRA alpha (16).")
+@click.option("--steps", "train_steps", type=int, help="Optimizer steps (1000).")
+@click.option("--lr", type=float, help="Learning rate (1e-4).")
+@click.option("--batch", type=int, help="Images per step (1).")
+@click.option("--grad-accum", type=int, help="Batches accumulated per step (1).")
+@click.option("--resolution", type=int, help="Training resolution, a multiple of 16 (1024): area of the buckets.")
+@click.option("--seed", "train_seed", type=int, help="Seed (data order, noise, timesteps).")
+@click.option("--feed-forward/--attention-only", "feed_forward", default=None,
+              help="Also train the feed-forward layers (attention q/k/v/out on both streams always).")
+@click.option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Compute precision.")
+@click.option("--resume", help="A checkpoint folder (OUT.train/checkpoints/step-N), or 'latest'.")
+@click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar.")
+def train_lora_command(data, output_path, config_file, resume, **flags):
+    """Train a FLUX LoRA on DATA (images with optional .txt captions, and/or clips) into OUT.safetensors."""
+    keys = {"flux_model": "flux.model", "controlnet": "flux.controlnet", "allow_download": "flux.allow_download",
+            "rank": "train.rank", "alpha": "train.alpha", "train_steps": "train.steps", "lr": "train.lr",
+            "batch": "train.batch", "grad_accum": "train.grad_accum", "resolution": "train.resolution",
+            "train_seed": "train.seed", "feed_forward": "train.feed_forward", "device": "device",
+            "precision": "precision", "quiet": "quiet"}
+    overrides = {keys[name]: value for name, value in flags.items() if value is not None}
+    config = load_config(config_file, overrides)
+    from vidup.train.trainer import train_lora
+
+    report = train_lora(data, output_path, config, resume=resume)
+    if not config.quiet:
+        click.echo(f"wrote {report.output}: {report.steps} steps on {report.items} images ({report.held_out} held "
+                   f"out), final loss {report.losses[-1]:.4f}, optimizer {report.optimizer}, {report.seconds:.0f} s",
+                   err=True)
 
 
 @main.command()

@@ -146,6 +146,36 @@ class JobConfig:
     retries: int = 2  # times a segment is retried after its Ray worker died
 
 
+@dataclass
+class TrainConfig:
+    """`vidup train-lora`: a LoRA on the FLUX transformer (the base model is flux.model), trained on stills and
+    frames sampled from clips, for the same engine that upscales with it."""
+
+    rank: int = 16
+    alpha: float = 16.0
+    steps: int = 1000
+    lr: float = 1e-4
+    batch: int = 1
+    grad_accum: int = 1
+    resolution: int = 1024  # training area is resolution^2, in aspect-ratio buckets (sides multiples of 16)
+    seed: int = 0
+    feed_forward: bool = False  # also train the feed-forward layers (attention q/k/v/out on both streams always)
+    gradient_checkpointing: bool = True
+    optimizer: str = "auto"  # auto (8-bit AdamW with bitsandbytes on CUDA, else AdamW) | adamw | adamw8bit
+    weight_decay: float = 1e-4
+    timestep_mean: float = 0.0  # logit-normal timestep sampling (then shifted as inference shifts at that size)
+    timestep_std: float = 1.0
+    default_caption: str = "a football broadcast frame, players in team kits on a grass pitch"
+    small_images: str = "upsample"  # images smaller than their bucket: upsample (with a warning) | refuse
+    clip_frames: int = 40  # at most this many frames from each clip
+    frames_per_shot: int = 4  # at most this many frames from each shot of a clip
+    duplicate_threshold: float = 3.0  # mean grey difference (0-255, at 64 px) under which a frame repeats another
+    checkpoint_every: int = 250
+    validate_every: int = 250  # 0: no validation sheets
+    validation_frames: int = 2  # held out from training, upscaled from a degraded copy at each validation
+    validation_degrade: int = 4  # the held-out frames are downscaled by this before the engine upscales them
+
+
 # Settings that change how a job runs, never what it writes: a resume may differ in these.
 RUN_ONLY_SETTINGS = {"quiet", "overwrite", "pipeline", "temporal.flow_workers", "job.workers", "job.ray_address",
                      "job.fresh", "job.retries"}
@@ -172,6 +202,7 @@ class VidupConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     colour: ColourConfig = field(default_factory=ColourConfig)
     job: JobConfig = field(default_factory=JobConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def settings(self) -> dict[str, Any]:
         """Every setting as a flat {dotted name: value} dict (what a job's manifest compares)."""
@@ -235,11 +266,29 @@ class VidupConfig:
         if job.segment_frames < 1 or job.warmup_frames < 0 or job.analysis_side < 32 or job.retries < 0:
             raise ConfigError("job.segment_frames must be >= 1, job.warmup_frames and job.retries >= 0, "
                               "job.analysis_side >= 32")
+        self._validate_train()
         if job.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {job.workers}")
         self._validate_flux()
         self._validate_temporal()
         return self
+
+    def _validate_train(self) -> None:
+        t = self.train
+        if t.resolution % 16 or t.resolution < 64:
+            raise ConfigError(f"--resolution must be a multiple of 16 (FLUX's latent patches), at least 64; got "
+                              f"{t.resolution}")
+        for name in ("rank", "steps", "batch", "grad_accum", "clip_frames", "frames_per_shot", "checkpoint_every",
+                     "validation_degrade"):
+            if getattr(t, name) < 1:
+                raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
+        if t.alpha <= 0 or t.lr <= 0 or t.validate_every < 0 or t.validation_frames < 0 or t.timestep_std <= 0:
+            raise ConfigError("train.alpha, train.lr and train.timestep_std must be > 0; train.validate_every and "
+                              "train.validation_frames >= 0")
+        for name, value, allowed in (("optimizer", t.optimizer, ("auto", "adamw", "adamw8bit")),
+                                     ("small_images", t.small_images, ("upsample", "refuse"))):
+            if value not in allowed:
+                raise ConfigError(f"train.{name} must be one of {', '.join(allowed)}, got '{value}'")
 
     def _validate_temporal(self) -> None:
         t = self.temporal

@@ -67,3 +67,11 @@ class JobError(VidupError):
 
 class EngineMemoryError(VidupError):
     """The engine ran out of memory and there was nothing left to shrink (tile, batch, VAE tiling, offload)."""
+
+
+class TrainingDataError(VidupError):
+    """The training data cannot be used: a missing or empty folder, unreadable images, orphan captions."""
+
+
+class CheckpointError(VidupError):
+    """A training checkpoint does not belong to this run (another base model or rank) or cannot be read."""

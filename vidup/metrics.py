@@ -79,6 +79,7 @@ class TemporalReport:
     ewarp_x1e3: float | None = None
     tof: float | None = None
     flicker: float | None = None
+    ewarps: list[tuple[int, float]] = field(default_factory=list)  # (frame, E_warp x1e-3 of it and the one before)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -132,6 +133,7 @@ def evaluate(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray] | N
             if f_cp.shape[:2] != (h, w):
                 f_cp, f_pc = upsample_flow(f_cp, w, h), upsample_flow(f_pc, w, h)
             ewarps.append(warping_error(prev_out, out, f_cp, consistent_flow(f_cp, f_pc)))
+            report.ewarps.append((report.frames, 1e3 * ewarps[-1]))
             flicker_mask = static_blocks(f_cp)
             if flicker_mask.any():
                 flickers.append(float(np.abs(block_means(out) - block_means(prev_out))[flicker_mask].mean()))

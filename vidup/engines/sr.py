@@ -129,13 +129,14 @@ class SREngine:
         self.batch, self.tile = state
 
     def shrink(self) -> str | None:
-        """One step smaller: half the batch, then half the tile (down to MIN_TILE)."""
+        """One step smaller: half the batch, then half the tile in effect (a tile larger than the frame is the
+        frame), down to MIN_TILE."""
         if self.placement.device.type == "cuda":
             torch.cuda.empty_cache()
         if self.batch > 1:
             old, self.batch = self.batch, self.batch // 2
             return f"SR batch {old} -> {self.batch}"
-        side = self.tile or self._input_side
+        side = min(self.tile or self._input_side, self._input_side or self.tile)  # the tile in effect
         if side // 2 >= MIN_TILE:
             old, self.tile = self.tile, side // 2
             return f"SR tile {old or 'whole frame'} -> {self.tile} px"

@@ -68,6 +68,20 @@ def _window(plan: Plan, info, start: Position | None, end: Position | None, rate
     return first, last
 
 
+def join_dts(packet, last_dts: int | None) -> int | None:
+    """Decode timestamps across a segment join. Each segment's encoder starts its dts before its first pts by its
+    own reorder delay, which with variable frame rates differs between segments and can step back past the
+    previous segment's last dts. Such packets move forward to stay strictly increasing (pts, what players show,
+    never changes); a packet cannot then decode after it is shown (an IDR opens each segment)."""
+    if packet.dts is None:
+        return last_dts
+    if last_dts is not None and packet.dts <= last_dts:
+        packet.dts = last_dts + 1
+        if packet.pts is not None and packet.dts > packet.pts:
+            raise JobError("the segments' timestamps are too dense to join; rerun with a larger job.segment_frames")
+    return packet.dts
+
+
 def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig, engine: Engine | None = None,
             engine_factory: Callable[[VidupConfig], Engine] | None = None):
     from vidup.runner import RunReport, StageTimes, describe_clip, progress_bar
@@ -153,6 +167,7 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
     writer = VideoWriter(output_path, description, config.output, source=info, window=window,
                          overwrite=config.overwrite, repairs=repairs,
                          timecode_offset=0.0 if start is None else start.seconds_at(rate))
+    last_dts = None
     with writer:
         for segment in plan.segments:
             file = SegmentFile.open(folder.path / segment.name)
@@ -160,6 +175,7 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
                 raise JobError(f"segment {segment.index} was encoded with other encoder settings than this "
                                f"output's; rerun with --fresh")
             for packet in file.read():
+                last_dts = join_dts(packet, last_dts)
                 writer.write_encoded(packet.to_av(file.time_base), is_frame=False)
             writer.frames_written += file.frames
     times.assemble = time.perf_counter() - t0

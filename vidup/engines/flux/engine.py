@@ -59,6 +59,42 @@ class Conditioning:
     guidance: torch.Tensor | None
 
 
+def make_conditioning(tokens: torch.Tensor, pooled: torch.Tensor, latent_h: int, latent_w: int, device, dtype,
+                      guidance: float | None, batch: int = 1) -> Conditioning:
+    """What the transformer takes besides the latents: prompt embeddings, position ids, the guidance value (for
+    guidance-distilled models, None otherwise)."""
+    tokens = tokens.to(device, dtype)
+    return Conditioning(
+        tokens=tokens, pooled=pooled.to(device, dtype),
+        txt_ids=torch.zeros(tokens.shape[1], 3, device=device, dtype=dtype),
+        img_ids=lat.image_ids(latent_h, latent_w, device, dtype),
+        guidance=None if guidance is None else torch.full([batch], guidance, device=device, dtype=torch.float32))
+
+
+def flux_velocity(transformer, controlnet, cond: Conditioning, control: torch.Tensor | None = None,
+                  conditioning_scale: float = 1.0):
+    """velocity(x, sigma): the FLUX transformer (with the ControlNet's residuals when `control` is given) as the
+    pipelines call it. Inference and LoRA training both call the model through here."""
+    dtype = transformer.dtype
+    scale = conditioning_scale
+    control_guidance = cond.guidance if controlnet is not None and controlnet.config.guidance_embeds else None
+
+    def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        hidden = x.to(dtype)
+        timestep = (sigma * 1000).expand(x.shape[0]).to(x.device, dtype) / 1000  # as the pipelines round it
+        common = dict(timestep=timestep, pooled_projections=cond.pooled, encoder_hidden_states=cond.tokens,
+                      txt_ids=cond.txt_ids, img_ids=cond.img_ids, return_dict=False)
+        residuals = {}
+        if control is not None:
+            blocks, singles = controlnet(hidden_states=hidden, controlnet_cond=control, controlnet_mode=None,
+                                         conditioning_scale=scale, guidance=control_guidance, **common)
+            residuals = dict(controlnet_block_samples=blocks, controlnet_single_block_samples=singles,
+                             controlnet_blocks_repeat=False)
+        return transformer(hidden_states=hidden, guidance=cond.guidance, **common, **residuals)[0]
+
+    return velocity
+
+
 class FluxEngine:
     name = "flux"
 
@@ -206,39 +242,17 @@ class FluxEngine:
     def conditioning(self, latent_h: int, latent_w: int) -> Conditioning:
         key = (latent_h, latent_w)
         if key not in self._conditioning:
-            transformer = self.components.transformer
-            device, dtype = self.codec.device, transformer.dtype
-            guidance = (torch.full([1], self.flux.guidance, device=device, dtype=torch.float32)
-                        if self.components.guidance_embeds else None)
-            tokens = self.prompt.tokens.to(device, dtype)
-            self._conditioning[key] = Conditioning(
-                tokens=tokens, pooled=self.prompt.pooled.to(device, dtype),
-                txt_ids=torch.zeros(tokens.shape[1], 3, device=device, dtype=dtype),
-                img_ids=lat.image_ids(latent_h, latent_w, device, dtype), guidance=guidance)
+            self._conditioning[key] = make_conditioning(
+                self.prompt.tokens, self.prompt.pooled, latent_h, latent_w, self.codec.device,
+                self.components.transformer.dtype, self.flux.guidance if self.components.guidance_embeds else None)
         return self._conditioning[key]
 
     # --- denoising ------------------------------------------------------------------------------------------
 
     def denoiser(self, cond: Conditioning, control: torch.Tensor | None = None):
         """velocity(x, sigma) for stage 1 (control None) or stage 2 (control: packed control latents)."""
-        transformer, controlnet = self.components.transformer, self.components.controlnet
-        dtype, scale = transformer.dtype, self.flux.conditioning_scale
-        control_guidance = cond.guidance if controlnet.config.guidance_embeds else None
-
-        def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            hidden = x.to(dtype)
-            timestep = (sigma * 1000).expand(x.shape[0]).to(x.device, dtype) / 1000  # as the pipelines round it
-            common = dict(timestep=timestep, pooled_projections=cond.pooled, encoder_hidden_states=cond.tokens,
-                          txt_ids=cond.txt_ids, img_ids=cond.img_ids, return_dict=False)
-            residuals = {}
-            if control is not None:
-                blocks, singles = controlnet(hidden_states=hidden, controlnet_cond=control, controlnet_mode=None,
-                                             conditioning_scale=scale, guidance=control_guidance, **common)
-                residuals = dict(controlnet_block_samples=blocks, controlnet_single_block_samples=singles,
-                                 controlnet_blocks_repeat=False)
-            return transformer(hidden_states=hidden, guidance=cond.guidance, **common, **residuals)[0]
-
-        return velocity
+        return flux_velocity(self.components.transformer, self.components.controlnet, cond, control,
+                             self.flux.conditioning_scale)
 
     def run_stage(self, stage: str, plan: Plan, clean: torch.Tensor, noise: torch.Tensor,
                   control: torch.Tensor | None = None, pin: Pin | None = None) -> torch.Tensor:

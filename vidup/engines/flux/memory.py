@@ -90,6 +90,10 @@ class Placer:
         if where == "host" and self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def release(self, names) -> None:
+        """Send components to the host until the next `denoise_phase` (LoRA training between validations)."""
+        self._move(list(names), "host")
+
     def replan(self, plan: MemoryPlan) -> None:
         """Change plans between frames (the out-of-memory backoff: on to sequential offload)."""
         self.plan = plan

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import math
+
 import numpy as np
 import torch
 
@@ -49,16 +51,27 @@ class Schedules:
         self.scheduler_config = dict(scheduler_config)
         self._full = lru_cache(maxsize=16)(self._compute_full)
 
-    def _compute_full(self, steps: int, seq_len: int) -> torch.Tensor:
-        from diffusers import FlowMatchEulerDiscreteScheduler
+    def mu(self, seq_len: int) -> float:
+        """The resolution-dependent shift (diffusers' `calculate_shift` on this model's scheduler config)."""
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
         config = self.scheduler_config
-        scheduler = FlowMatchEulerDiscreteScheduler.from_config(config)
-        mu = calculate_shift(seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                             config.get("base_shift", 0.5), config.get("max_shift", 1.15))
-        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+        return float(calculate_shift(seq_len, config.get("base_image_seq_len", 256),
+                                     config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                                     config.get("max_shift", 1.15)))
+
+    def _compute_full(self, steps: int, seq_len: int) -> torch.Tensor:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=self.mu(seq_len))
         return scheduler.sigmas.to(torch.float32).cpu()
+
+    def shift(self, t: torch.Tensor, seq_len: int) -> torch.Tensor:
+        """Training timesteps t in (0, 1) shifted as inference shifts its sigmas at this resolution (the
+        scheduler's exponential time shift): sigma = e^mu / (e^mu + 1/t - 1). One definition for both."""
+        m = math.exp(self.mu(seq_len))
+        return m / (m + (1 / t - 1))
 
     def full(self, steps: int, seq_len: int) -> torch.Tensor:
         """All `steps` sigmas of a text-to-image run, then 0 (steps + 1 values)."""

@@ -1,0 +1,1 @@
+"""`vidup train-lora`: a domain LoRA for the FLUX engine from a broadcaster's own stills and clips."""
