@@ -55,19 +55,29 @@ def run(config, lows, size, engine=None):
     return outputs, seconds, upscaler
 
 
-def evaluate_case(name, config_overrides, truth, lows, engine_factory=None, save=None):
+VARIANTS = {"off": {"temporal.enabled": False}, "on": {"temporal.enabled": True}}
+SR_VARIANTS = {**VARIANTS, "on, highpass (first release)": {"temporal.enabled": True, "temporal.sr_blend": "highpass"}}
+
+
+def evaluate_case(name, config_overrides, truth, lows, engine_factory=None, save=None, variants=VARIANTS):
     from vidup.config import load_config
     from vidup.metrics import evaluate
 
     rows = []
     size = (truth[0].shape[1], truth[0].shape[0])
-    for temporal in (False, True):
-        config = load_config(overrides={**config_overrides, "temporal.enabled": temporal, "quiet": True})
+    per_frame = None
+    for label, variant in variants.items():
+        temporal = variant["temporal.enabled"]
+        config = load_config(overrides={**config_overrides, **variant, "quiet": True})
         engine = engine_factory(config) if engine_factory else None
         outputs, seconds, upscaler = run(config, lows, size, engine)
-        report = evaluate(outputs, truth)
-        row = {"clip": name, "engine": config.engine, "temporal": "on" if temporal else "off",
+        report = evaluate(outputs, truth, per_frame=per_frame)
+        if not temporal:
+            per_frame = outputs  # detail is measured against the per-frame output
+        row = {"clip": name, "engine": config.engine, "temporal": label,
                "seconds_per_frame": seconds, **report.as_dict()}
+        row.pop("detail_by_frame")
+        row.pop("ewarps")
         if engine is not None and hasattr(engine, "steps_by_kind"):
             row["steps_per_frame"] = sum(engine.steps_run.values()) / len(lows)
             for kind in ("keyframe", "propagated"):
@@ -100,9 +110,9 @@ def main() -> None:
         args.save_frames.mkdir(parents=True, exist_ok=True)
         save = {"dir": args.save_frames, "frames": [f for f in (30, 59, 60, 61, 90) if f < args.frames]}
     truth = sample_ground_truth(args.frames)
-    rows += evaluate_case("sample", sr, truth, downscale(truth), save=save)
+    rows += evaluate_case("sample", sr, truth, downscale(truth), save=save, variants=SR_VARIANTS)
     truth = bikes_ground_truth(args.frames)
-    rows += evaluate_case("bikes", sr, truth, downscale(truth))
+    rows += evaluate_case("bikes", sr, truth, downscale(truth), variants=SR_VARIANTS)
 
     if not args.skip_flux:
         from make_tiny_flux import build
@@ -115,9 +125,9 @@ def main() -> None:
                          "flux.steps": 28, "flux.stage2_steps": 28}
             rows += evaluate_case("sample 256x144", overrides, truth, downscale(truth), engine_factory=FluxEngine)
 
-    print("| clip | engine | temporal | PSNR-Y | SSIM-Y | E_warp x1e-3 | tOF | flicker | s/frame | steps/frame "
-          "(keyframes / propagated) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| clip | engine | temporal | PSNR-Y | SSIM-Y | E_warp x1e-3 | tOF | flicker | detail vs per-frame "
+          "(lowest) | decay, worst shot | detail vs truth | s/frame | steps/frame (keyframes / propagated) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     def cell(value, fmt):
         return "-" if value is None else fmt.format(value)
 
@@ -131,7 +141,9 @@ def main() -> None:
     for r in rows:
         print(f"| {r['clip']} | {r['engine']} | {r['temporal']} | {cell(r['psnr_y'], '{:.2f}')} | "
               f"{cell(r['ssim_y'], '{:.4f}')} | {cell(r['ewarp_x1e3'], '{:.3f}')} | {cell(r['tof'], '{:.3f}')} | "
-              f"{cell(r['flicker'], '{:.3f}')} | {r['seconds_per_frame']:.3f} | {steps_cell(r)} |")
+              f"{cell(r['flicker'], '{:.3f}')} | {cell(r['detail_ratio'], '{:.3f}')} ({cell(r['detail_min'], '{:.2f}')}) | "
+              f"{cell(r['detail_decay'], '{:.3f}')} | {cell(r['detail_vs_truth'], '{:.3f}')} | "
+              f"{r['seconds_per_frame']:.3f} | {steps_cell(r)} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

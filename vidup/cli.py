@@ -203,12 +203,15 @@ def filter_(stream_format, input_size, fps, **flags):
 @click.argument("output_path", metavar="OUT", type=click.Path(exists=True, dir_okay=False))
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False), help="Ground-truth HR clip.")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), help="The LR clip OUT was made from.")
+@click.option("--per-frame", "per_frame", type=click.Path(exists=True, dir_okay=False),
+              help="The same clip upscaled without temporal coherence: detail is measured against it.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def evaluate(output_path, reference, input_path, as_json):
-    """Measure OUT: PSNR/SSIM on Y and tOF against --reference; E_warp and flicker always."""
+def evaluate(output_path, reference, input_path, per_frame, as_json):
+    """Measure OUT: PSNR/SSIM on Y and tOF against --reference; E_warp and flicker always; detail against
+    --per-frame (or the --input upscaled), with its lowest value and decay per shot."""
     from vidup.metrics import evaluate_video, report_json
 
-    report = evaluate_video(output_path, reference, input_path)
+    report = evaluate_video(output_path, reference, input_path, per_frame=per_frame)
     click.echo(report_json(report) if as_json else report.table())
 
 

@@ -96,8 +96,17 @@ class TemporalConfig:
     flow_workers: str = "auto"  # threads computing flow for upcoming frame pairs: auto (a quarter of the cores, 1-4) or N
     photometric_threshold: float = 0.2  # max RGB difference (0-1) for a warped pixel to be trusted
     shot_threshold: float = 27.0  # content change (0-255) that starts a new shot
-    sr_strength: float = 1.0  # SR engine: share of the warped previous output's high frequencies taken
-    sr_sigma: float = 1.5  # SR engine: Gaussian sigma (output px) splitting low from high frequencies
+    # SR engine: how the warped previous output enters. rectified (FSR 2 / TSR-like: bicubic history clamped to the
+    # current neighbourhood, reactive weights, detail kept at the per-frame level) | highpass (the first release's:
+    # the warped previous output's high frequencies replace the current's, bilinear; softens through a shot)
+    sr_blend: str = "rectified"
+    sr_strength: float = 1.0  # highpass: share of the warped previous output's high frequencies taken
+    sr_sigma: float = 1.5  # Gaussian sigma (output px) splitting low from high frequencies (detail)
+    history_weight: float = 0.85  # rectified: largest share of the (clamped) history in a pixel
+    clamp_radius: int = 2  # rectified: neighbourhood (2r+1)^2 output pixels whose colour range bounds the history
+    reactive: float = 2.0  # rectified: history weight lost per unit of clamp distance (relative to the local range)
+    detail_gain_max: float = 2.0  # rectified: most the blend's detail is scaled up to the per-frame energy
+    history_sharpen: float = 0.0  # rectified: unsharp amount on the history before clamping (RCAS-like; 0: off)
     # FLUX propagation (differential diffusion): trusted pixels stay pinned to the warped previous result, noised to
     # the current sigma, until the schedule falls below these strengths; untrusted pixels start at the keyframe's.
     flux_strength: float = 0.4  # stage 1 hand-off strength on propagated frames
@@ -293,6 +302,7 @@ class VidupConfig:
     def _validate_temporal(self) -> None:
         t = self.temporal
         checks = (("flow_preset", t.flow_preset, ("ultrafast", "fast", "medium")),
+                  ("sr_blend", t.sr_blend, ("rectified", "highpass")),
                   ("flux_noise", t.flux_noise, NOISE_MODES),
                   ("color_fix", t.color_fix, ("wavelet", "adain", "none")))
         for name, value, allowed in checks:
@@ -308,6 +318,10 @@ class VidupConfig:
             raise ConfigError(f"temporal.flow_workers must be auto or a whole number >= 1, got '{t.flow_workers}'")
         if t.flow_max_side and t.flow_max_side < 32:
             raise ConfigError("temporal.flow_max_side must be 0 (full size) or at least 32")
+        if t.clamp_radius < 0 or t.reactive < 0 or t.detail_gain_max < 1 or t.history_sharpen < 0:
+            raise ConfigError("temporal.clamp_radius, reactive and history_sharpen must be >= 0, detail_gain_max >= 1")
+        if not 0.0 <= t.history_weight < 1.0:
+            raise ConfigError("temporal.history_weight must be in [0, 1)")
         if t.keyframe_interval < 0:
             raise ConfigError("temporal.keyframe_interval must be 0 (keyframes only at cuts) or a frame count")
         if t.new_content_steps < 1:

@@ -80,15 +80,28 @@ class TemporalReport:
     tof: float | None = None
     flicker: float | None = None
     ewarps: list[tuple[int, float]] = field(default_factory=list)  # (frame, E_warp x1e-3 of it and the one before)
+    # Detail: high-pass energy (grey minus a sigma-1.5 blur, mean absolute) against a per-frame output (or the
+    # input upscaled), frame by frame; per shot its minimum and its decay (mean over the shot's last third over
+    # the mean over its frames 2-6); against the ground truth when there is one.
+    detail_against: str | None = None  # "per-frame output" | "input upscaled"
+    detail_ratio: float | None = None
+    detail_min: float | None = None  # the lowest per-shot minimum
+    detail_decay: float | None = None  # the worst shot's decay (1: none)
+    detail_vs_truth: float | None = None
+    detail_by_frame: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def table(self) -> str:
         rows = [("frames", f"{self.frames}"), ("pairs within shots", f"{self.pairs}"), ("cuts", f"{self.cuts}")]
+        against = f" vs {self.detail_against}" if self.detail_against else ""
         for name, value, fmt in (("PSNR-Y (dB)", self.psnr_y, "{:.2f}"), ("SSIM-Y", self.ssim_y, "{:.4f}"),
                                  ("E_warp (x1e-3)", self.ewarp_x1e3, "{:.3f}"), ("tOF", self.tof, "{:.3f}"),
-                                 ("flicker", self.flicker, "{:.3f}")):
+                                 ("flicker", self.flicker, "{:.3f}"), (f"detail{against}", self.detail_ratio, "{:.3f}"),
+                                 ("detail, lowest in a shot", self.detail_min, "{:.3f}"),
+                                 ("detail decay (worst shot)", self.detail_decay, "{:.3f}"),
+                                 ("detail vs reference", self.detail_vs_truth, "{:.3f}")):
             rows.append((name, "-" if value is None else fmt.format(value)))
         width = max(len(r[0]) for r in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -98,22 +111,59 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+DETAIL_SIGMA = 1.5
+
+
+def detail_energy(rgb: np.ndarray) -> float:
+    """Mean absolute high-pass energy of the grey image (minus a sigma-1.5 blur), in 8-bit units."""
+    grey = y_channel(rgb)
+    return float(np.abs(grey - cv2.GaussianBlur(grey, (0, 0), DETAIL_SIGMA)).mean())
+
+
+def detail_per_shot(ratios: list[float], cuts: list[int]) -> tuple[float, float]:
+    """(lowest per-shot minimum, worst per-shot decay): decay is the mean over a shot's last third over the mean
+    over its frames 2-6 (shots too short for both are left out of the decay)."""
+    bounds = [0, *cuts, len(ratios)]
+    minimum, decay = float("inf"), float("inf")
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        shot = ratios[a:b]
+        if not shot:
+            continue
+        minimum = min(minimum, min(shot))
+        if len(shot) >= 9:
+            decay = min(decay, float(np.mean(shot[len(shot) - len(shot) // 3:]) / np.mean(shot[1:6])))
+    return minimum, (decay if decay != float("inf") else 1.0)
+
+
 def evaluate(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray] | None = None,
-             inputs: Iterable[np.ndarray] | None = None, flow_preset: str = "medium") -> TemporalReport:
-    """Stream over the output frames (with the reference and/or input alongside) and compute every metric the
-    given material allows. Motion comes from the reference if given, else from the input, else the output."""
+             inputs: Iterable[np.ndarray] | None = None, flow_preset: str = "medium",
+             per_frame: Iterable[np.ndarray] | None = None) -> TemporalReport:
+    """Stream over the output frames (with the reference, input and per-frame output alongside) and compute every
+    metric the given material allows. Motion comes from the reference if given, else from the input, else the
+    output. Detail is measured against `per_frame` (the same engine without temporal coherence) if given, else
+    against the input upscaled (bicubic)."""
     estimator, shots = FlowEstimator(flow_preset), ShotDetector()
     report = TemporalReport()
     psnrs, ssims, ewarps, tofs, flickers = [], [], [], [], []
+    out_energy, ref_energy = [], []
+    report.detail_against = "per-frame output" if per_frame is not None else "input upscaled" if inputs else None
     prev_out = prev_guide = None
-    for out, ref, inp in zip_longest(outputs, references or (), inputs or ()):
+    for out, ref, inp, single in zip_longest(outputs, references or (), inputs or (), per_frame or ()):
         if out is None:
             break
         h, w = out.shape[:2]
+        basis = single if single is not None else (
+            cv2.resize(inp, (w, h), interpolation=cv2.INTER_CUBIC) if inp is not None else None)
+        energy = detail_energy(out)
+        if basis is not None:
+            report.detail_by_frame.append(energy / max(detail_energy(basis), 1e-6))
+        if ref is not None:
+            out_energy.append(energy)
         if ref is not None and ref.shape[:2] != (h, w):
             ref = cv2.resize(ref, (w, h), interpolation=cv2.INTER_AREA)
         guide = ref if ref is not None else inp if inp is not None else out  # what motion is measured on
         if ref is not None:
+            ref_energy.append(detail_energy(ref))
             psnrs.append(psnr_y(out, ref))
             ssims.append(ssim_y(out, ref))
         guide_flows: tuple[np.ndarray, np.ndarray] | None = None  # computed once, by whichever needs it first
@@ -146,6 +196,11 @@ def evaluate(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray] | N
     report.psnr_y, report.ssim_y = _mean(psnrs), _mean(ssims)
     report.ewarp_x1e3 = None if not ewarps else 1e3 * float(np.mean(ewarps))
     report.tof, report.flicker = _mean(tofs), _mean(flickers)
+    if report.detail_by_frame:
+        report.detail_ratio = _mean(report.detail_by_frame)
+        report.detail_min, report.detail_decay = detail_per_shot(report.detail_by_frame, report.cuts)
+    if ref_energy:
+        report.detail_vs_truth = float(np.mean(out_energy) / max(np.mean(ref_energy), 1e-6))
     return report
 
 
@@ -156,9 +211,10 @@ def video_frames(path: str | Path) -> Iterable[np.ndarray]:
 
 
 def evaluate_video(output: str | Path, reference: str | Path | None = None, input: str | Path | None = None,
-                   flow_preset: str = "medium") -> TemporalReport:
+                   flow_preset: str = "medium", per_frame: str | Path | None = None) -> TemporalReport:
     return evaluate(video_frames(output), video_frames(reference) if reference else None,
-                    video_frames(input) if input else None, flow_preset)
+                    video_frames(input) if input else None, flow_preset,
+                    video_frames(per_frame) if per_frame else None)
 
 
 def report_json(report: TemporalReport) -> str:

@@ -13,6 +13,7 @@ import torch
 
 from vidup.device import choose_placement
 from vidup.engines.sr import SREngine
+from vidup.temporal.seeding import HistoryBlend
 
 
 class Resize(torch.nn.Module):
@@ -67,8 +68,8 @@ class EngineFactory:
             engine.__class__ = FaultySR
         else:
             engine = FaultySR(None, Resize(), "null (nearest x4)", choose_placement(config.device, "fp32"),
-                              tile=0, temporal_strength=config.temporal.sr_strength,
-                              temporal_sigma=config.temporal.sr_sigma, color_anchor=config.sr.color_anchor,
+                              tile=0, history=HistoryBlend.from_config(config.temporal),
+                              color_anchor=config.sr.color_anchor,
                               color_anchor_sigma=config.sr.color_anchor_sigma, batch=config.sr.batch,
                               backend=config.temporal.backend)
             engine.name = "null"

@@ -24,7 +24,7 @@ from vidup.engines.weights import load_sr_model
 from vidup.pixels import peak
 from vidup.sizing import resize_rgb
 from vidup.temporal import torch_ops
-from vidup.temporal.seeding import anchor_to_input, blend_high_frequencies
+from vidup.temporal.seeding import HistoryBlend, anchor_to_input
 
 if TYPE_CHECKING:
     from vidup.config import VidupConfig
@@ -45,9 +45,9 @@ class SREngine:
     name = "sr"
 
     def __init__(self, arch: Architecture, model: nn.Module, model_name: str, placement: Placement,
-                 tile: int = 384, tile_pad: int = 16, temporal_strength: float = 1.0, temporal_sigma: float = 1.5,
+                 tile: int = 384, tile_pad: int = 16,
                  color_anchor: bool = True, color_anchor_sigma: float = 1.0, batch: int | str = 1,
-                 backend: str = "auto"):
+                 backend: str = "auto", history: HistoryBlend | None = None):
         self.arch = arch
         self.model_name = model_name
         self.placement = placement
@@ -59,7 +59,7 @@ class SREngine:
             model = model.to(placement.dtype)  # accelerators hold weights in the compute dtype
         self.model = model.to(memory_format=torch.channels_last)
         self._stages: list[StageOutput] = []
-        self.temporal_strength, self.temporal_sigma = temporal_strength, temporal_sigma
+        self.history = history or HistoryBlend()
         self.color_anchor, self.color_anchor_sigma = color_anchor, color_anchor_sigma
         on_device = placement.device.type != "cpu"
         self.batch = (AUTO_BATCH_GPU if on_device else 1) if batch == "auto" else int(batch)
@@ -73,9 +73,9 @@ class SREngine:
         placement = choose_placement(config.device, config.precision,
                                      supports_bf16=arch.supports_bf16, supports_fp16=arch.supports_fp16)
         return cls(arch, model, name, placement, tile=config.sr.tile, tile_pad=config.sr.tile_pad,
-                   temporal_strength=config.temporal.sr_strength, temporal_sigma=config.temporal.sr_sigma,
                    color_anchor=config.sr.color_anchor, color_anchor_sigma=config.sr.color_anchor_sigma,
-                   batch=config.sr.batch, backend=config.temporal.backend)
+                   batch=config.sr.batch, backend=config.temporal.backend,
+                   history=HistoryBlend.from_config(config.temporal))
 
     # --- the network ------------------------------------------------------------------------------------------
 
@@ -191,9 +191,8 @@ class SREngine:
             anchored = time.perf_counter()
             self._stages.append(StageOutput("colour anchored to input", out, anchored - resized))
             resized = anchored
-        if prior is not None and self.temporal_strength > 0:
-            out = blend_high_frequencies(out, prior.warped_output, prior.flows.confidence, self.temporal_strength,
-                                         self.temporal_sigma)
+        if prior is not None and self.history.active:
+            out = self.history.apply(out, prior)
             self._stages.append(StageOutput("temporal blend", out, time.perf_counter() - resized))
         return out
 
@@ -212,15 +211,14 @@ class SREngine:
             out = quantise(torch_ops.anchor_to_input(out, small, self.color_anchor_sigma, top))
             stages.append(("colour anchored to input", out[0], time.perf_counter() - mark))
             mark = time.perf_counter()
-        if prior is not None and self.temporal_strength > 0:
+        if prior is not None and self.history.active:
             previous = prior.extras.get("device_output")
             if previous is None or previous.shape[-2:] != out.shape[-2:]:
                 previous = torch.from_numpy(np.ascontiguousarray(prior.previous_output)).to(device) \
                     .permute(2, 0, 1)[None].float() / top
             flow = torch_ops.upsample_flow(prior.flows.cur_to_prev, size[0], size[1], device)
             confidence = torch.from_numpy(prior.flows.confidence).to(device)[None, None]
-            out = quantise(torch_ops.blend_high_frequencies(out, torch_ops.warp(previous, flow), confidence,
-                                                            self.temporal_strength, self.temporal_sigma, top))
+            out = quantise(self.history.apply_tensors(out, previous, flow, confidence, top))
             stages.append(("temporal blend", out[0], time.perf_counter() - mark))
         self._last = out
         self._stages = [(name, image, seconds, frame.dtype) for name, image, seconds in stages]  # for previews

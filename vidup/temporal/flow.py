@@ -42,11 +42,13 @@ def _grid(height: int, width: int) -> np.ndarray:
     return grid
 
 
-def warp(image: np.ndarray, flow: np.ndarray, border: int = cv2.BORDER_REPLICATE) -> np.ndarray:
-    """Backward-warp `image` by `flow` (same HxW): out(p) = image(p + flow(p)), bilinear. One add builds the
-    sampling map and remap reads it as a single two-channel map."""
+def warp(image: np.ndarray, flow: np.ndarray, border: int = cv2.BORDER_REPLICATE,
+         interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Backward-warp `image` by `flow` (same HxW): out(p) = image(p + flow(p)), bilinear (or `interpolation`:
+    cv2.INTER_CUBIC keeps texture sharp through repeated warps). One add builds the sampling map and remap reads
+    it as a single two-channel map."""
     h, w = flow.shape[:2]
-    return cv2.remap(image, cv2.add(_grid(h, w), flow), None, cv2.INTER_LINEAR, borderMode=border)
+    return cv2.remap(image, cv2.add(_grid(h, w), flow), None, interpolation, borderMode=border)
 
 
 def warp_torch(image, flow):

@@ -10,10 +10,54 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
-from vidup.pixels import from_scaled
+from vidup.pixels import from_scaled, peak
+
+
+@dataclass(frozen=True)
+class HistoryBlend:
+    """How the SR engine takes the warped previous output, settled once from `config.temporal`."""
+
+    mode: str = "rectified"  # rectified | highpass
+    strength: float = 1.0  # highpass
+    sigma: float = 1.5
+    weight: float = 0.85  # rectified
+    radius: int = 2
+    reactive: float = 2.0
+    gain_max: float = 2.0
+    sharpen: float = 0.0
+
+    @classmethod
+    def from_config(cls, t) -> "HistoryBlend":
+        return cls(t.sr_blend, t.sr_strength, t.sr_sigma, t.history_weight, t.clamp_radius, t.reactive,
+                   t.detail_gain_max, t.history_sharpen)
+
+    @property
+    def active(self) -> bool:
+        return self.weight > 0 if self.mode == "rectified" else self.strength > 0
+
+    def apply(self, current: np.ndarray, prior) -> np.ndarray:
+        """The array path: `prior` is the frame's `TemporalPrior`."""
+        if self.mode == "highpass":
+            return blend_high_frequencies(current, prior.warped_output, prior.flows.confidence, self.strength,
+                                          self.sigma)
+        return rectified_blend(current, prior.sharp_warped_output, prior.flows.confidence, self.weight, self.sigma,
+                               self.radius, self.reactive, self.gain_max, self.sharpen)
+
+    def apply_tensors(self, current, previous, flow, confidence, top: float):
+        """The device path: (1, 3, H, W) tensors in [0, 1], flow in output pixels."""
+        from vidup.temporal import torch_ops
+
+        if self.mode == "highpass":
+            return torch_ops.blend_high_frequencies(current, torch_ops.warp(previous, flow), confidence,
+                                                    self.strength, self.sigma, top)
+        return torch_ops.rectified_blend(current, torch_ops.warp(previous, flow, mode="bicubic"), confidence,
+                                         self.weight, self.sigma, self.radius, self.reactive, self.gain_max,
+                                         self.sharpen)
 
 
 def high_frequencies(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -44,6 +88,48 @@ def blend_high_frequencies(current: np.ndarray, warped_previous: np.ndarray, con
     difference = warped_previous.astype(np.float32) - c
     out = c + (strength * confidence)[..., None] * high_frequencies(difference, sigma)
     return from_scaled(out, current.dtype)
+
+
+def rectified_blend(current: np.ndarray, history: np.ndarray, confidence: np.ndarray, weight: float, sigma: float,
+                    radius: int, reactive: float, gain_max: float, sharpen: float = 0.0) -> np.ndarray:
+    """Temporal accumulation with rectified history (after AMD FSR 2 and Unreal TSR), in the frames' dtype.
+
+    1. History (the previous output, warped with a sharp kernel by the caller) is optionally sharpened a little
+       (`sharpen`, an unsharp mask standing in for FSR 2's RCAS), then clamped to the current frame's colour
+       range in a (2 radius + 1)^2 neighbourhood: it cannot ghost, so it need not be trusted blindly.
+    2. Each pixel's history weight is `weight` x flow confidence x a reactive term that falls as the clamp had to
+       move the history (relative to the local range): history that disagrees with the present fades at once.
+    3. Blending uncorrelated detail lowers its energy, and every warp resamples: left alone, texture would
+       soften frame after frame until the next cut. The blend's detail (finer than `sigma`) is therefore scaled
+       back up to the current per-frame output's local detail energy (never above it, at most `gain_max`), so
+       detail holds through a shot while its direction comes mostly from the stable history.
+    """
+    h, w = current.shape[:2]
+    top = float(peak(current.dtype))
+    cur = current.astype(np.float32)
+    hist = history.astype(np.float32)
+    if confidence.shape != (h, w):
+        confidence = cv2.resize(confidence, (w, h), interpolation=cv2.INTER_LINEAR)
+    if sharpen:
+        hist += sharpen * high_frequencies(hist, 1.0)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1))
+    low, high = cv2.erode(cur, kernel), cv2.dilate(cur, kernel)
+    clamped = np.minimum(np.maximum(hist, low), high)
+    moved = cv2.absdiff(hist, clamped).mean(axis=2)
+    span = (high - low).mean(axis=2) + RANGE_FLOOR * top
+    alpha = weight * confidence * np.clip(1.0 - reactive * moved / span, 0.0, 1.0)
+    out = cur + alpha[..., None] * (clamped - cur)
+    detail = high_frequencies(out, sigma)
+    energy_sigma = ENERGY_SIGMA_FACTOR * sigma
+    target = cv2.GaussianBlur(np.abs(high_frequencies(cur, sigma)).mean(axis=2), (0, 0), energy_sigma)
+    actual = cv2.GaussianBlur(np.abs(detail).mean(axis=2), (0, 0), energy_sigma)
+    gain = np.clip(target / (actual + 1e-3 * top), 1.0, gain_max)
+    out += (gain - 1.0)[..., None] * detail
+    return from_scaled(out, current.dtype)
+
+
+RANGE_FLOOR = 0.02  # of the peak code: the smallest local range the reactive term divides by (flat areas)
+ENERGY_SIGMA_FACTOR = 3.0  # detail energy is compared over a Gaussian this many times the detail sigma
 
 
 # --- colour and low-frequency anchoring ---------------------------------------------------------------------

@@ -58,6 +58,11 @@ class TemporalPrior:
     def warped_output(self) -> np.ndarray:
         return self.warp(self.previous_output)
 
+    @cached_property
+    def sharp_warped_output(self) -> np.ndarray:
+        """The previous output warped with a bicubic kernel: repeated warps do not compound blur as bilinear's do."""
+        return warp(self.previous_output, self.flow, interpolation=cv2.INTER_CUBIC)
+
 
 class MotionAnalyser:
     """Cut detection and flow on the input stream (8-bit views of the frames). Flow is computed at most

@@ -55,7 +55,7 @@ def upsample_flow(flow: np.ndarray | torch.Tensor, width: int, height: int, devi
     return bilinear(scaled.permute(2, 0, 1)[None], width, height)
 
 
-def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """out(p) = image(p + flow(p)), bilinear, borders replicated (cv2.remap BORDER_REPLICATE). flow: (1, 2, H, W)."""
     _, _, h, w = image.shape
     ys, xs = torch.meshgrid(torch.arange(h, device=image.device, dtype=torch.float32),
@@ -63,7 +63,7 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     gx = (xs + flow[0, 0]) / max(w - 1, 1) * 2 - 1
     gy = (ys + flow[0, 1]) / max(h - 1, 1) * 2 - 1
     grid = torch.stack([gx, gy], dim=-1)[None].to(image.dtype)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return F.grid_sample(image, grid, mode=mode, padding_mode="border", align_corners=True)
 
 
 def anchor_to_input(output: torch.Tensor, small: torch.Tensor, sigma: float, codes: float | None = None
@@ -93,3 +93,29 @@ def blend_high_frequencies(current: torch.Tensor, warped: torch.Tensor, confiden
     blurred = (blurred * codes).round_() / codes
     weight = bilinear((confidence * 255 * strength).round_().clamp_(0, 255), width, height).round_() / 255
     return current + (weight * (difference - blurred) * codes).round_() / codes
+
+
+def rectified_blend(current: torch.Tensor, history: torch.Tensor, confidence: torch.Tensor, weight: float,
+                    sigma: float, radius: int, reactive: float, gain_max: float, sharpen: float = 0.0) -> torch.Tensor:
+    """`vidup.temporal.seeding.rectified_blend` on (1, 3, H, W) tensors in [0, 1] (confidence: 1, 1, h, w)."""
+    from vidup.temporal.seeding import ENERGY_SIGMA_FACTOR, RANGE_FLOOR
+
+    h, w = current.shape[-2:]
+    if confidence.shape[-2:] != (h, w):
+        confidence = bilinear(confidence, w, h)
+    if sharpen:
+        history = history + sharpen * (history - gaussian_blur(history, 1.0))
+    size = 2 * radius + 1
+    low = -F.max_pool2d(-current, size, stride=1, padding=radius)
+    high = F.max_pool2d(current, size, stride=1, padding=radius)
+    clamped = torch.minimum(torch.maximum(history, low), high)
+    moved = (history - clamped).abs().mean(1, keepdim=True)
+    span = (high - low).mean(1, keepdim=True) + RANGE_FLOOR
+    alpha = weight * confidence * (1.0 - reactive * moved / span).clamp(0.0, 1.0)
+    out = current + alpha * (clamped - current)
+    detail = out - gaussian_blur(out, sigma)
+    energy_sigma = ENERGY_SIGMA_FACTOR * sigma
+    target = gaussian_blur((current - gaussian_blur(current, sigma)).abs().mean(1, keepdim=True), energy_sigma)
+    actual = gaussian_blur(detail.abs().mean(1, keepdim=True), energy_sigma)
+    gain = (target / (actual + 1e-3)).clamp(1.0, gain_max)
+    return out + (gain - 1.0) * detail
