@@ -32,7 +32,7 @@ upscale_video(sys.argv[1], sys.argv[2], config, engine_factory=EngineFactory("mo
 def unsegmented(clip: Path, out: Path, config, engine) -> float:
     """The streaming path before jobs: one reader, one frame path, one writer."""
     from vidup.runner import StageTimes, Upscaler, describe_clip, frame_path
-    from vidup.video.reader import VideoReader, probe
+    from vidup.video.reader import Position, VideoReader, probe
     from vidup.video.writer import VideoWriter
 
     started = time.perf_counter()
@@ -40,8 +40,10 @@ def unsegmented(clip: Path, out: Path, config, engine) -> float:
     description = describe_clip(info, config, config.output.codec)
     upscaler = Upscaler(config, engine, description)
     reader = VideoReader(clip, info, on_decode_error=config.on_decode_error, description=description)
-    with VideoWriter(out, description, config.output, source=info, overwrite=True) as writer:
-        for frame, image in frame_path(reader.frames(), upscaler, StageTimes(), config.pipeline):
+    end = Position.parse(config.end)
+    window = None if end is None else (None, info.start_time + end.seconds_at(float(description.frame_rate)))
+    with VideoWriter(out, description, config.output, source=info, overwrite=True, window=window) as writer:
+        for frame, image in frame_path(reader.frames(None, end), upscaler, StageTimes(), config.pipeline):
             writer.write(image, frame.pts, frame.time_base)
     return time.perf_counter() - started
 
@@ -57,13 +59,13 @@ def segmented(clip: Path, out: Path, config, engine) -> float:
 def prepass(clip: Path, config, repeats: int = 3) -> dict:
     from vidup.jobs.plan import make_plan
     from vidup.runner import describe_clip
-    from vidup.video.reader import probe
+    from vidup.video.reader import Position, probe
 
     info = probe(clip)
     description = describe_clip(info, config, config.output.codec)
     times, plan = [], None
     for _ in range(repeats):
-        plan = make_plan(info, description, config, None, None)
+        plan = make_plan(info, description, config, None, Position.parse(config.end))
         times.append(plan.seconds)
     return {"seconds": statistics.median(times), "frames": plan.frames, "segments": len(plan.segments),
             "cuts": list(plan.cuts)}
@@ -105,10 +107,11 @@ def resume_half(clip: Path, frames: int, segment_frames: int) -> dict:
     return {"whole_s": whole, "resume_s": resumed, "segments": report.segments, "resumed": report.segments_resumed}
 
 
-def run(clips: dict[str, Path], repeats: int = 2) -> dict:
+def run(clips: dict[str, Path], repeats: int = 2, frames: int = 100) -> dict:
+    """`frames`: the first frames of each clip (bikes has 250; the sample 100)."""
     from vidup import load_config, load_engine
 
-    config = load_config(overrides={"quiet": True, "overwrite": True})
+    config = load_config(overrides={"quiet": True, "overwrite": True, "end": str(frames)})
     engine = load_engine(config)
     results: dict = {"prepass": {}, "wall": {}}
     for name, clip in clips.items():
@@ -121,6 +124,7 @@ def run(clips: dict[str, Path], repeats: int = 2) -> dict:
         row = {k: statistics.median(v) for k, v in walls.items()}
         row["ratio"] = row["segmented"] / row["unsegmented"]
         results["wall"][name] = row
+        print(f"{name}: pre-pass {results['prepass'][name]['seconds']:.2f} s; {row}", flush=True)
     sample = next(iter(clips.values()))
     results["ray"] = ray_startup(sample)
     results["resume"] = resume_half(sample, 100, 25)

@@ -100,13 +100,14 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
     start, end = Position.parse(config.start), Position.parse(config.end)
     rate = float(description.frame_rate or 25)
     # The output container must take the video and every copied stream: try its header now, not hours later.
-    VideoWriter(output_path, description, config.output, source=info, overwrite=config.overwrite).abort()
+    trial = VideoWriter(output_path, description, config.output, source=info, overwrite=config.overwrite)
+    trial.abort()
     started = time.perf_counter()
     times = StageTimes()
 
     # 2. Resume, or plan afresh.
     folder = JobFolder(output_path)
-    notes: list[str] = []
+    notes: list[str] = list(trial.notes)  # stale temporary files it removed
     manifest = _open_manifest(folder, input_path, config, notes)
     resumed = 0
     if manifest is None:

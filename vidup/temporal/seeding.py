@@ -92,40 +92,44 @@ def blend_high_frequencies(current: np.ndarray, warped_previous: np.ndarray, con
 
 def rectified_blend(current: np.ndarray, history: np.ndarray, confidence: np.ndarray, weight: float, sigma: float,
                     radius: int, reactive: float, gain_max: float, sharpen: float = 0.0) -> np.ndarray:
-    """Temporal accumulation with rectified history (after AMD FSR 2 and Unreal TSR), in the frames' dtype.
+    """Temporal accumulation of detail with rectified history (after AMD FSR 2 and Unreal TSR), in the frames'
+    dtype. Low frequencies (coarser than `sigma`) always come from the current frame: a wrong warp can never
+    move a silhouette or shift a colour. Detail is accumulated:
 
-    1. History (the previous output, warped with a sharp kernel by the caller) is optionally sharpened a little
-       (`sharpen`, an unsharp mask standing in for FSR 2's RCAS), then clamped to the current frame's colour
-       range in a (2 radius + 1)^2 neighbourhood: it cannot ghost, so it need not be trusted blindly.
+    1. The history's detail (the previous output, warped with a sharp kernel by the caller; optionally
+       sharpened a little first, `sharpen`, standing in for FSR 2's RCAS) is clamped to the range the current
+       frame's detail spans in a (2 radius + 1)^2 neighbourhood: it cannot ghost, so it need not be trusted
+       blindly.
     2. Each pixel's history weight is `weight` x flow confidence x a reactive term that falls as the clamp had to
        move the history (relative to the local range): history that disagrees with the present fades at once.
     3. Blending uncorrelated detail lowers its energy, and every warp resamples: left alone, texture would
-       soften frame after frame until the next cut. The blend's detail (finer than `sigma`) is therefore scaled
-       back up to the current per-frame output's local detail energy (never above it, at most `gain_max`), so
-       detail holds through a shot while its direction comes mostly from the stable history.
+       soften frame after frame until the next cut. The blended detail is scaled back up towards the current
+       per-frame output's local detail energy (never above it, by at most `gain_max`), so detail holds through
+       a shot while its pattern comes mostly from the stable history.
     """
     h, w = current.shape[:2]
     top = float(peak(current.dtype))
     cur = current.astype(np.float32)
-    hist = history.astype(np.float32)
     if confidence.shape != (h, w):
         confidence = cv2.resize(confidence, (w, h), interpolation=cv2.INTER_LINEAR)
+    base = cv2.GaussianBlur(cur, (0, 0), sigma)
+    detail = cur - base
+    past = high_frequencies(history, sigma)
     if sharpen:
-        hist += sharpen * high_frequencies(hist, 1.0)
+        past *= 1.0 + sharpen
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1))
-    low, high = cv2.erode(cur, kernel), cv2.dilate(cur, kernel)
-    clamped = np.minimum(np.maximum(hist, low), high)
-    moved = cv2.absdiff(hist, clamped).mean(axis=2)
+    low, high = cv2.erode(detail, kernel), cv2.dilate(detail, kernel)
+    clamped = np.minimum(np.maximum(past, low), high)
+    moved = cv2.absdiff(past, clamped).mean(axis=2)
     span = (high - low).mean(axis=2) + RANGE_FLOOR * top
     alpha = weight * confidence * np.clip(1.0 - reactive * moved / span, 0.0, 1.0)
-    out = cur + alpha[..., None] * (clamped - cur)
-    detail = high_frequencies(out, sigma)
-    energy_sigma = ENERGY_SIGMA_FACTOR * sigma
-    target = cv2.GaussianBlur(np.abs(high_frequencies(cur, sigma)).mean(axis=2), (0, 0), energy_sigma)
-    actual = cv2.GaussianBlur(np.abs(detail).mean(axis=2), (0, 0), energy_sigma)
-    gain = np.clip(target / (actual + 1e-3 * top), 1.0, gain_max)
-    out += (gain - 1.0)[..., None] * detail
-    return from_scaled(out, current.dtype)
+    blended = detail + alpha[..., None] * (clamped - detail)
+    if gain_max > 1.0:
+        energy_sigma = ENERGY_SIGMA_FACTOR * sigma
+        target = cv2.GaussianBlur(np.abs(detail).mean(axis=2), (0, 0), energy_sigma)
+        actual = cv2.GaussianBlur(np.abs(blended).mean(axis=2), (0, 0), energy_sigma)
+        blended *= np.clip(target / (actual + 1e-3 * top), 1.0, gain_max)[..., None]
+    return from_scaled(base + blended, current.dtype)
 
 
 RANGE_FLOOR = 0.02  # of the peak code: the smallest local range the reactive term divides by (flat areas)

@@ -103,19 +103,22 @@ def rectified_blend(current: torch.Tensor, history: torch.Tensor, confidence: to
     h, w = current.shape[-2:]
     if confidence.shape[-2:] != (h, w):
         confidence = bilinear(confidence, w, h)
+    base = gaussian_blur(current, sigma)
+    detail = current - base
+    past = history - gaussian_blur(history, sigma)
     if sharpen:
-        history = history + sharpen * (history - gaussian_blur(history, 1.0))
+        past = past * (1.0 + sharpen)
     size = 2 * radius + 1
-    low = -F.max_pool2d(-current, size, stride=1, padding=radius)
-    high = F.max_pool2d(current, size, stride=1, padding=radius)
-    clamped = torch.minimum(torch.maximum(history, low), high)
-    moved = (history - clamped).abs().mean(1, keepdim=True)
+    low = -F.max_pool2d(-detail, size, stride=1, padding=radius)
+    high = F.max_pool2d(detail, size, stride=1, padding=radius)
+    clamped = torch.minimum(torch.maximum(past, low), high)
+    moved = (past - clamped).abs().mean(1, keepdim=True)
     span = (high - low).mean(1, keepdim=True) + RANGE_FLOOR
     alpha = weight * confidence * (1.0 - reactive * moved / span).clamp(0.0, 1.0)
-    out = current + alpha * (clamped - current)
-    detail = out - gaussian_blur(out, sigma)
-    energy_sigma = ENERGY_SIGMA_FACTOR * sigma
-    target = gaussian_blur((current - gaussian_blur(current, sigma)).abs().mean(1, keepdim=True), energy_sigma)
-    actual = gaussian_blur(detail.abs().mean(1, keepdim=True), energy_sigma)
-    gain = (target / (actual + 1e-3)).clamp(1.0, gain_max)
-    return out + (gain - 1.0) * detail
+    blended = detail + alpha * (clamped - detail)
+    if gain_max > 1.0:
+        energy_sigma = ENERGY_SIGMA_FACTOR * sigma
+        target = gaussian_blur(detail.abs().mean(1, keepdim=True), energy_sigma)
+        actual = gaussian_blur(blended.abs().mean(1, keepdim=True), energy_sigma)
+        blended = blended * (target / (actual + 1e-3)).clamp(1.0, gain_max)
+    return base + blended
