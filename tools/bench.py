@@ -292,6 +292,42 @@ def temporal_cost(clip: Path, count: int = 60) -> dict:
     return results
 
 
+def blend_cost(clip: Path, repeats: int = 15) -> dict:
+    """Milliseconds per frame of the SR engine's history blend on the array path, warp included: the first
+    release's (bilinear warp, high frequencies taken) against the rectified history (bicubic warp, clamp,
+    reactive weights, detail gain), alternated, at 1024x576 and 1920x1080."""
+    import cv2
+
+    from vidup.temporal.flow import upsample_flow, warp
+    from vidup.temporal.seeding import HistoryBlend, blend_high_frequencies, rectified_blend
+    from vidup.temporal.state import TemporalTracker
+    from vidup.video import VideoReader
+
+    frames = [f.rgb for f, _ in zip(VideoReader(clip).frames(), range(2))]
+    tracker = TemporalTracker()
+    tracker.prior_for(frames[0], (1024, 576))
+    tracker.commit(np.zeros((576, 1024, 3), np.uint8))
+    flows = tracker.prior_for(frames[1], (1024, 576)).flows
+    b = HistoryBlend()
+    results = {}
+    for width, height in ((1024, 576), (1920, 1080)):
+        current = cv2.resize(frames[1], (width, height), interpolation=cv2.INTER_CUBIC)
+        previous = cv2.resize(frames[0], (width, height), interpolation=cv2.INTER_CUBIC)
+        flow = upsample_flow(flows.cur_to_prev, width, height)
+        times = {"highpass": [], "rectified": []}
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            blend_high_frequencies(current, warp(previous, flow), flows.confidence, 1.0, 1.5)
+            t1 = time.perf_counter()
+            rectified_blend(current, warp(previous, flow, interpolation=cv2.INTER_CUBIC), flows.confidence, b.weight,
+                            b.sigma, b.radius, b.reactive, b.gain_max)
+            t2 = time.perf_counter()
+            times["highpass"].append(t1 - t0)
+            times["rectified"].append(t2 - t1)
+        results[f"{width}x{height}"] = {k: 1000 * float(np.median(v)) for k, v in times.items()}
+    return results
+
+
 def peak_rss(clip: Path, frames: int, null_engine: bool = False) -> float:
     """Peak resident memory (MiB) of a fresh process upscaling `frames` frames (to 1080p with the null engine)."""
     engine = "sys.path.insert(0, 'tools'); from bench import null_engine; e = null_engine(c)\n" if null_engine else "e = None\n"
@@ -361,6 +397,11 @@ def main() -> None:
         results["temporal_ms"] = cost
         print("\ntemporal overhead, 256x144 input -> 1024x576 (flow both ways + mask + warp), ms/frame: "
               + ", ".join(f"DIS {k} {v:.1f}" for k, v in cost.items()))
+        blends = blend_cost(SAMPLE)
+        results["blend_ms"] = blends
+        print("history blend with its warp, ms/frame (array path): "
+              + "; ".join(f"{size}: highpass {v['highpass']:.1f}, rectified {v['rectified']:.1f}"
+                          for size, v in blends.items()))
     if args.jobs:
         import bench_jobs
 

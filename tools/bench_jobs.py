@@ -139,7 +139,7 @@ def print_results(results: dict) -> None:
         print(f"| {name} | {p['frames']} | {len(p['cuts']) - 1} | {p['segments']} | {p['seconds']:.2f} s | "
               f"{w['unsegmented']:.1f} s | {w['segmented']:.1f} s | {w['ratio']:.3f}x |")
     r = results["ray"]
-    print(f"\nlocal Ray cluster: ray.init {r['ray_init_s']:.1f} s, 2 workers ready (model loaded) "
+    print(f"\nlocal Ray cluster: ray.init {r['ray_init_s']:.1f} s, then 2 workers up with the model loaded "
           f"{r['workers_ready_s']:.1f} s; {r['frames']} sample frames on 2 workers: {r['job_s']:.1f} s in all")
     m = results["resume"]
     print(f"resume of the sample killed at 50% ({m['resumed']} of {m['segments']} segments done): "

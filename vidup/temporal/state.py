@@ -112,11 +112,7 @@ class MotionAnalyser:
                 if self._frame:
                     self.cuts.append(self._frame)
                 return Motion(cut=True, flows=None)
-            if not comparable or not need_flow:
-                return Motion(cut=False, flows=None)
-            if flows is None:
-                flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
-            return Motion(cut=False, flows=flows)
+            return self._within_shot(previous, frame, comparable, need_flow, flows)
 
         def motion_explained() -> float:  # only asked for when the content change alone cannot decide
             nonlocal flows
@@ -130,8 +126,11 @@ class MotionAnalyser:
             if previous is None:
                 self.shots.is_cut(frame)  # the first frame of a declared shot feeds the detector too
             return Motion(cut=True, flows=None)
+        return self._within_shot(previous, frame, comparable, need_flow, flows)
+
+    def _within_shot(self, previous, frame, comparable: bool, need_flow: bool, flows: FlowPair | None) -> Motion:
         if not comparable or not need_flow:
-            return Motion(cut=False, flows=flows)
+            return Motion(cut=False, flows=flows if comparable else None)
         if flows is None:
             flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
         return Motion(cut=False, flows=flows)
