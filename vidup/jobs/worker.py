@@ -5,7 +5,6 @@ job's own process (one local worker) and inside a Ray actor."""
 from __future__ import annotations
 
 import time
-from contextlib import closing
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -70,19 +69,22 @@ class SegmentWorker:
         encoder = SegmentEncoder(folder / segment.name, job.description, job.config.output, job.suffix, job.shift,
                                  segment.first)
         try:
-            with closing(reader.frames(start, None)) as frames:
-                outputs = frame_path(islice(frames, segment.frames_run), upscaler, times, job.config.pipeline)
-                for ran, (frame, out) in enumerate(outputs):
-                    if ran == 0 and frame.pts != segment.first_pts:
-                        raise JobError(f"{job.input}: seeking to segment {segment.index} landed on pts {frame.pts}, "
-                                       f"not {segment.first_pts}; rerun with --fresh")
-                    if ran < segment.warmup:
-                        continue
-                    t0 = time.perf_counter()
-                    encoder.encode(out, frame.pts, frame.time_base)
-                    times.encode += time.perf_counter() - t0
-                    if on_frame is not None:
-                        on_frame()
+            # Closed only once the pipeline is done with it: on an error or an interrupt its decode thread may
+            # still be inside the generator, and the pipeline stops that thread itself.
+            frames = reader.frames(start, None)
+            outputs = frame_path(islice(frames, segment.frames_run), upscaler, times, job.config.pipeline)
+            for ran, (frame, out) in enumerate(outputs):
+                if ran == 0 and frame.pts != segment.first_pts:
+                    raise JobError(f"{job.input}: seeking to segment {segment.index} landed on pts {frame.pts}, "
+                                   f"not {segment.first_pts}; rerun with --fresh")
+                if ran < segment.warmup:
+                    continue
+                t0 = time.perf_counter()
+                encoder.encode(out, frame.pts, frame.time_base)
+                times.encode += time.perf_counter() - t0
+                if on_frame is not None:
+                    on_frame()
+            frames.close()
             if encoder.frames != segment.count:
                 raise JobError(f"{job.input}: segment {segment.index} holds {encoder.frames} frames, the plan says "
                                f"{segment.count}; the file changed or decodes differently: rerun with --fresh")
