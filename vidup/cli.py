@@ -156,7 +156,7 @@ def upscale(input_path, output_path, **flags):
         resumed = f", {report.segments_resumed} resumed" if report.segments_resumed else ""
         click.echo(
             f"wrote {report.output}: {report.frames} frames at {report.size[0]}x{report.size[1]} in "
-            f"{report.segments} segments{resumed}, {report.packets_copied} packets of other streams copied, "
+            f"{report.segments} segment{'s' if report.segments != 1 else ''}{resumed}, {report.packets_copied} packets of other streams copied, "
             f"{report.seconds:.1f} s ({report.fps:.2f} frames/s; plan {t.plan:.1f} s, assembly {t.assemble:.1f} s; "
             f"busy: decode {t.decode:.1f} s, motion {t.analysis:.1f} s, engine {t.engine:.1f} s, encode "
             f"{t.encode:.1f} s)",
