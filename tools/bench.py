@@ -59,12 +59,6 @@ def clip_480x270(folder: Path, frames: int = 100) -> Path:
     return path
 
 
-def null_engine(config):
-    from vidup.testing import null_engine as make
-
-    return make(config)
-
-
 def end_to_end(clip: Path, engine, frames: int, temporal: bool, pipeline: bool = True, **overrides) -> dict:
     from vidup import load_config, upscale_video
 
@@ -91,6 +85,7 @@ def network_only(clip: Path, engine, frames: int) -> float:
 
 def fast_path(frames: int, quality_frames: int) -> dict:
     from vidup import load_config, load_engine
+    from vidup.testing import null_engine
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +111,7 @@ def fast_path(frames: int, quality_frames: int) -> dict:
 
 def print_fast_path(results: dict) -> None:
     null = results["null"]
-    print(f"| engine | network only | temporal off | temporal on | temporal on, serial | on / off | end-to-end / network |")
+    print("| engine | network only | temporal off | temporal on | temporal on, serial | on / off | end-to-end / network |")
     print("|---|---|---|---|---|---|---|")
     print(f"| null (frame path only) | - | {null['off']['fps']:.2f} | {null['on']['fps']:.2f} | "
           f"{null['on, serial']['fps']:.2f} | {null['on']['fps'] / null['off']['fps']:.2f}x | - |")
@@ -330,7 +325,7 @@ def blend_cost(clip: Path, repeats: int = 15) -> dict:
 
 def peak_rss(clip: Path, frames: int, null_engine: bool = False) -> float:
     """Peak resident memory (MiB) of a fresh process upscaling `frames` frames (to 1080p with the null engine)."""
-    engine = "sys.path.insert(0, 'tools'); from bench import null_engine; e = null_engine(c)\n" if null_engine else "e = None\n"
+    engine = "from vidup.testing import null_engine; e = null_engine(c)\n" if null_engine else "e = None\n"
     size = f", 'size': '{FAST_OUTPUT}'" if null_engine else ""
     code = (
         "import resource, sys, tempfile, pathlib\n"

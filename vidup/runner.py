@@ -123,7 +123,7 @@ class Upscaler:
         """From the next frame on, shots start exactly at `cuts` (counted from that frame, which starts one), as
         a job's plan decided; the detector is not asked."""
         if self.temporal is not None:
-            self.temporal.reset()
+            self.temporal.reset(declared=False)  # follow_plan resets the analyser
             self.temporal.analyser.follow_plan(cuts)
 
     def _engine_call(self, call):

@@ -1,6 +1,7 @@
 """A file job, in numbered stages: (1) check everything that can be checked, (2) resume from the job folder or
 plan afresh (the pre-pass), (3) run the missing segments (in this process or on Ray), (4) assemble the segments'
-packets and the source's other streams into the output, without re-encoding, (5) remove the job folder."""
+packets and the source's other streams into the output, without re-encoding (`vidup.jobs.assemble`), (5) remove
+the job folder."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Callable
 from vidup import __version__
 from vidup.config import VidupConfig
 from vidup.engines.base import Engine
-from vidup.errors import ConfigError, EngineMemoryError, JobError, OutputWriteError, TruncatedInputError
+from vidup.errors import ConfigError, EngineMemoryError, OutputWriteError, TruncatedInputError
 from vidup.jobs.manifest import JobFolder, Manifest, fingerprint, output_settings, why_not_resumable
 from vidup.jobs.plan import Plan, make_plan, repairs_from
-from vidup.jobs.segments import SegmentFile, file_digest
+from vidup.jobs.assemble import assemble
+from vidup.jobs.segments import file_digest
 from vidup.jobs.worker import JobSpec, SegmentResult, SegmentWorker
 from vidup.video.reader import Position, probe
 from vidup.video.writer import VideoWriter, check_encoder, check_output_path
@@ -33,7 +35,7 @@ def _say(config: VidupConfig, message: str) -> None:
         print(f"vidup: {message}", file=sys.stderr, flush=True)
 
 
-def _open_manifest(folder: JobFolder, input_path: Path, config: VidupConfig, notes: list[str]) -> Manifest | None:
+def _open_manifest(folder: JobFolder, input_print: dict, config: VidupConfig, notes: list[str]) -> Manifest | None:
     """The earlier run's manifest if this run may resume it; otherwise None, and the reason is said."""
     if config.job.fresh:
         if folder.path.exists():
@@ -44,7 +46,7 @@ def _open_manifest(folder: JobFolder, input_path: Path, config: VidupConfig, not
         if unreadable:
             notes.append(f"starting afresh: the job folder {folder.path.name} cannot be resumed: {unreadable}")
         return None
-    reason = why_not_resumable(manifest, fingerprint(input_path), output_settings(config))
+    reason = why_not_resumable(manifest, input_print, output_settings(config))
     if reason:
         notes.append(f"starting afresh: the job folder {folder.path.name} cannot be resumed: {reason}")
         return None
@@ -66,20 +68,6 @@ def _window(plan: Plan, info, start: Position | None, end: Position | None, rate
     first = (plan.first_time if plan.first_time is not None else info.start_time) if start is not None else origin
     last = plan.last_time + 1.0 / rate if end is not None and plan.last_time is not None else None
     return first, last
-
-
-def join_dts(packet, last_dts: int | None) -> int | None:
-    """Decode timestamps across a segment join. Each segment's encoder starts its dts before its first pts by its
-    own reorder delay, which with variable frame rates differs between segments and can step back past the
-    previous segment's last dts. Such packets move forward to stay strictly increasing (pts, what players show,
-    never changes); a packet cannot then decode after it is shown (an IDR opens each segment)."""
-    if packet.dts is None:
-        return last_dts
-    if last_dts is not None and packet.dts <= last_dts:
-        packet.dts = last_dts + 1
-        if packet.pts is not None and packet.dts > packet.pts:
-            raise JobError("the segments' timestamps are too dense to join; rerun with a larger job.segment_frames")
-    return packet.dts
 
 
 def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig, engine: Engine | None = None,
@@ -108,7 +96,8 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
     # 2. Resume, or plan afresh.
     folder = JobFolder(output_path)
     notes: list[str] = list(trial.notes)  # stale temporary files it removed
-    manifest = _open_manifest(folder, input_path, config, notes)
+    input_print = fingerprint(input_path)
+    manifest = _open_manifest(folder, input_print, config, notes)
     resumed = 0
     if manifest is None:
         plan = make_plan(info, description, config, start, end)
@@ -117,7 +106,7 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
             raise ConfigError(f"the selected range of {input_path} holds no frames (start={config.start}, "
                               f"end={config.end})")
         folder.create()
-        manifest = Manifest(fingerprint(input_path), output_settings(config), __version__, plan)
+        manifest = Manifest(input_print, output_settings(config), __version__, plan)
         folder.save(manifest)
     else:
         resumed = len(manifest.done)
@@ -142,7 +131,7 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
 
         def finished(result: SegmentResult) -> None:
             manifest.done[result.segment.index] = {"file": result.file.path.name, "frames": result.file.frames,
-                                                   "sha256": file_digest(result.file.path)}
+                                                   "sha256": result.file.sha256}
             folder.save(manifest)
             results.append(result)
             warnings.extend(result.warnings)
@@ -168,24 +157,13 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
     writer = VideoWriter(output_path, description, config.output, source=info, window=window,
                          overwrite=config.overwrite, repairs=repairs,
                          timecode_offset=0.0 if start is None else start.seconds_at(rate))
-    last_dts = None
     with writer:
-        for segment in plan.segments:
-            file = SegmentFile.open(folder.path / segment.name)
-            if file.extradata != writer.extradata:
-                raise JobError(f"segment {segment.index} was encoded with other encoder settings than this "
-                               f"output's; rerun with --fresh")
-            for packet in file.read():
-                last_dts = join_dts(packet, last_dts)
-                writer.write_encoded(packet.to_av(file.time_base), is_frame=False)
-            writer.frames_written += file.frames
+        assemble(folder.path, plan, writer)
     times.assemble = time.perf_counter() - t0
 
     # 5. Done: the job folder goes.
     folder.remove()
-    seen = set()
-    run_notes = [n for n in (*description.notes, *notes, *writer.notes, *(n for r in results for n in r.notes))
-                 if not (n in seen or seen.add(n))]
+    run_notes = dict.fromkeys((*description.notes, *notes, *writer.notes, *(n for r in results for n in r.notes)))
     return RunReport(output=output_path, frames=plan.frames, seconds=time.perf_counter() - started,
                      size=description.size, packets_copied=writer.packets_copied, times=times, repairs=repairs,
                      notes=tuple(run_notes), description=description, warnings=tuple(dict.fromkeys(warnings)),

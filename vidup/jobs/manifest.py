@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from vidup import __version__
 from vidup.config import RUN_ONLY_SETTINGS, VidupConfig
 from vidup.errors import OutputWriteError
 from vidup.jobs.plan import Plan
+from vidup.jobs.segments import write_atomically
 from vidup.video.writer import os_error_text
 
 MANIFEST = "manifest.json"
@@ -110,16 +110,7 @@ class JobFolder:
 
     def save(self, manifest: Manifest) -> None:
         """Atomically: a kill leaves either the old manifest or the new one."""
-        tmp = self.path / f".{MANIFEST}.{os.getpid()}.part"
-        try:
-            with open(tmp, "w") as f:
-                json.dump(manifest.to_json(), f, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.manifest_path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise OutputWriteError(f"cannot write the job manifest in {self.path}: {os_error_text(exc)}") from None
+        write_atomically(self.manifest_path, json.dumps(manifest.to_json(), indent=1).encode(), "the job manifest")
 
     def remove_strays(self, manifest: Manifest) -> None:
         """Files no finished segment names (temporary files of a killed run)."""

@@ -14,7 +14,7 @@ from typing import Callable
 
 from vidup.errors import ConfigError, JobError, VidupError
 from vidup.jobs.plan import Segment
-from vidup.jobs.segments import SegmentFile, store_segment
+from vidup.jobs.segments import store_segment
 from vidup.jobs.worker import JobSpec, SegmentResult, SegmentWorker
 
 POLL = 0.2  # seconds between looks at finished segments and progress
@@ -146,10 +146,9 @@ def run_on_ray(job: JobSpec, todo: list[Segment], folder: Path, engine_factory,
                     if isinstance(cause, VidupError):
                         raise cause from None
                     raise
-                path = folder / segment.name
-                store_segment(path, data)
+                file = store_segment(folder / segment.name, data)
                 drain_progress()
-                on_finished(SegmentResult(segment, SegmentFile.open(path), warnings, notes, times))
+                on_finished(SegmentResult(segment, file, warnings, notes, times))
                 idle.append(actor)
     finally:
         for actor in {id(a): a for a in actors + idle + [a for a, _ in running.values()]}.values():

@@ -14,7 +14,7 @@ import io
 import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -56,6 +56,7 @@ class SegmentFile:
     extradata: bytes | None
     frames: int
     packets: int
+    sha256: str | None = None  # known when the file was just written or received
 
     def read(self) -> Iterator[EncodedPacket]:
         with open(self.path, "rb") as f:
@@ -87,6 +88,21 @@ class SegmentFile:
                    else None, trailer["frames"], trailer["packets"])
 
 
+def write_atomically(path: Path, data: bytes, what: str) -> None:
+    """`data` into `path` via a hidden temporary file, synced and renamed: a kill leaves the old file or the new
+    one, never half of one. OS errors become an OutputWriteError naming `what`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputWriteError(f"writing {what} {path} failed: {os_error_text(exc)}") from None
+
+
 def file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -112,14 +128,20 @@ class SegmentEncoder:
         self._container = av.open(io.BytesIO(), "w", format=format_for(Path("x" + suffix)))
         self._stream = add_video_stream(self._container, description, output, suffix)
         self._tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        self._digest = hashlib.sha256()  # of every byte written, so the manifest needs no second read
         try:
             self._file = open(self._tmp, "wb")
-            self._file.write(MAGIC)
         except OSError as exc:
             self._container.close()
             raise OutputWriteError(f"cannot write the segment {path}: {os_error_text(exc)}") from None
+        try:
+            self._write(MAGIC)
+        except BaseException:
+            self.abort()
+            raise
 
     def _write(self, data: bytes) -> None:
+        self._digest.update(data)
         try:
             self._file.write(data)
         except OSError as exc:
@@ -160,7 +182,8 @@ class SegmentEncoder:
             self.abort()
             raise
         self._container.close()
-        return SegmentFile(self.path, Fraction(cc.time_base), cc.extradata or None, self.frames, self.packets)
+        return SegmentFile(self.path, Fraction(cc.time_base), cc.extradata or None, self.frames, self.packets,
+                           self._digest.hexdigest())
 
     def abort(self) -> None:
         for resource in (self._file, self._container):
@@ -171,15 +194,8 @@ class SegmentEncoder:
         self._tmp.unlink(missing_ok=True)
 
 
-def store_segment(path: Path, data: bytes) -> None:
+
+def store_segment(path: Path, data: bytes) -> SegmentFile:
     """A finished segment file received from a worker, written atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputWriteError(f"writing the segment {path} failed: {os_error_text(exc)}") from None
+    write_atomically(path, data, "the segment")
+    return replace(SegmentFile.open(path), sha256=hashlib.sha256(data).hexdigest())

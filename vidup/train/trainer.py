@@ -400,9 +400,7 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
         from peft.utils import set_peft_model_state_dict
 
         set_peft_model_state_dict(transformer, torch.load(resume_path / "lora.pt", weights_only=True),
-                                  adapter_name=ADAPTER)
-        for p in params:
-            p.data = p.data.float()
+                                  adapter_name=ADAPTER)  # copied into the fp32 parameters above
         optimizer.load_state_dict(torch.load(resume_path / "optimizer.pt", weights_only=True))
         rng = torch.load(resume_path / "rng.pt", weights_only=False)
         generator.set_state(rng["generator"])

@@ -399,7 +399,7 @@ class VideoWriter:
         """The encoder's global header (SPS/PPS for H.264 in MP4/MKV): pre-encoded packets must match it."""
         return self._video.codec_context.extradata
 
-    def write_encoded(self, packet: av.Packet, is_frame: bool = True) -> None:
+    def write_encoded(self, packet: av.Packet) -> None:
         """Mux one pre-encoded video packet (a job segment's; its time base set), interleaving the copied
         streams up to its time."""
         packet.stream = self._video
@@ -409,7 +409,6 @@ class VideoWriter:
             self._container.mux(packet)
         except OSError as exc:
             raise OutputWriteError(f"writing {self.path} failed: {os_error_text(exc)}") from None
-        self.frames_written += is_frame
 
     def write(self, rgb: np.ndarray, pts: int | None, time_base: Fraction | None = None) -> None:
         frame = output_frame(rgb, self.description, pts, time_base, self._shift, self._video.time_base,
