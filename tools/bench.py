@@ -96,7 +96,8 @@ def fast_path(frames: int, quality_frames: int) -> dict:
             "off": end_to_end(clip, null, frames, temporal=False),
             "on": end_to_end(clip, null, frames, temporal=True),
             "on, serial": end_to_end(clip, null, frames, temporal=True, pipeline=False),
-            "on, flow at 320 px": end_to_end(clip, null, frames, temporal=True, **{"temporal.flow_max_side": 320})}
+            "on, flow at 320 px": end_to_end(clip, null, frames, temporal=True, **{"temporal.flow_max_side": 320}),
+            "on, highpass blend": end_to_end(clip, null, frames, temporal=True, **{"temporal.sr_blend": "highpass"})}
         for model, count in (("clear-reality-x4", frames // 4), ("realesrgan-x4plus", quality_frames)):
             engine = load_engine(load_config(overrides={"sr.model": model}))
             row = {"network_only_fps": network_only(clip, engine, count),
@@ -115,8 +116,9 @@ def print_fast_path(results: dict) -> None:
     print("|---|---|---|---|---|---|---|")
     print(f"| null (frame path only) | - | {null['off']['fps']:.2f} | {null['on']['fps']:.2f} | "
           f"{null['on, serial']['fps']:.2f} | {null['on']['fps'] / null['off']['fps']:.2f}x | - |")
-    fast = null["on, flow at 320 px"]["fps"]
-    print(f"| null, flow at 320 px | - | - | {fast:.2f} | - | {fast / null['off']['fps']:.2f}x | - |")
+    for label in ("flow at 320 px", "highpass blend"):
+        fast = null[f"on, {label}"]["fps"]
+        print(f"| null, {label} | - | - | {fast:.2f} | - | {fast / null['off']['fps']:.2f}x | - |")
     for model in ("clear-reality-x4", "realesrgan-x4plus"):
         r = results[model]
         off = f"{r['off']['fps']:.3f}" if "off" in r else "-"
@@ -290,7 +292,8 @@ def temporal_cost(clip: Path, count: int = 60) -> dict:
 def blend_cost(clip: Path, repeats: int = 15) -> dict:
     """Milliseconds per frame of the SR engine's history blend on the array path, warp included: the first
     release's (bilinear warp, high frequencies taken) against the rectified history (bicubic warp, clamp,
-    reactive weights, detail gain), alternated, at 1024x576 and 1920x1080."""
+    reactive weights, detail gain; 8-bit fixed point), alternated, at 1024x576 and 1920x1080 from the sample's
+    256x144 (its split follows the upscale factor)."""
     import cv2
 
     from vidup.temporal.flow import upsample_flow, warp
@@ -315,7 +318,7 @@ def blend_cost(clip: Path, repeats: int = 15) -> dict:
             blend_high_frequencies(current, warp(previous, flow), flows.confidence, 1.0, 1.5)
             t1 = time.perf_counter()
             rectified_blend(current, warp(previous, flow, interpolation=cv2.INTER_CUBIC), flows.confidence, b.weight,
-                            b.sigma, b.radius, b.reactive, b.gain_max)
+                            b.detail_sigma(width / frames[1].shape[1]), b.radius, b.reactive, b.gain_max)
             t2 = time.perf_counter()
             times["highpass"].append(t1 - t0)
             times["rectified"].append(t2 - t1)

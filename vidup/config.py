@@ -93,6 +93,9 @@ class TemporalConfig:
     enabled: bool = True
     flow_preset: str = "medium"  # DIS: ultrafast | fast | medium
     flow_max_side: int = 480  # flow is computed on the input scaled to at most this long side (0: full size)
+    # DIS refines down to the coarsest pyramid level that keeps at least this many px on the long side (0: the
+    # preset's own finest level, half size for medium): small inputs get a full-resolution field
+    flow_field_side: int = 240
     flow_workers: str = "auto"  # threads computing flow for upcoming frame pairs: auto (a quarter of the cores, 1-4) or N
     photometric_threshold: float = 0.2  # max RGB difference (0-1) for a warped pixel to be trusted
     shot_threshold: float = 27.0  # content change (0-255) that starts a new shot
@@ -101,7 +104,10 @@ class TemporalConfig:
     # the warped previous output's high frequencies replace the current's, bilinear; softens through a shot)
     sr_blend: str = "rectified"
     sr_strength: float = 1.0  # highpass: share of the warped previous output's high frequencies taken
-    sr_sigma: float = 1.5  # Gaussian sigma (output px) splitting low from high frequencies (detail)
+    sr_sigma: float = 1.5  # highpass: Gaussian sigma (output px) splitting low from high frequencies (detail)
+    # rectified: detail finer than this Gaussian sigma, in input px (scaled by the upscale factor, at least 1 output
+    # px), accumulates from history; coarser structure always comes from the current frame
+    history_sigma: float = 0.75
     history_weight: float = 0.85  # rectified: largest share of the (clamped) history in a pixel
     clamp_radius: int = 2  # rectified: neighbourhood (2r+1)^2 output pixels whose colour range bounds the history
     reactive: float = 2.0  # rectified: history weight lost per unit of clamp distance (relative to the local range)
@@ -318,6 +324,8 @@ class VidupConfig:
             raise ConfigError(f"temporal.flow_workers must be auto or a whole number >= 1, got '{t.flow_workers}'")
         if t.flow_max_side and t.flow_max_side < 32:
             raise ConfigError("temporal.flow_max_side must be 0 (full size) or at least 32")
+        if t.flow_field_side < 0 or t.history_sigma <= 0:
+            raise ConfigError("temporal.flow_field_side must be >= 0 and temporal.history_sigma > 0")
         if t.clamp_radius < 0 or t.reactive < 0 or t.detail_gain_max < 1 or t.history_sharpen < 0:
             raise ConfigError("temporal.clamp_radius, reactive and history_sharpen must be >= 0, detail_gain_max >= 1")
         if not 0.0 <= t.history_weight < 1.0:

@@ -90,8 +90,7 @@ class Upscaler:
         self.warnings: list[str] = []  # out-of-memory backoffs
         self.frames_done = 0
         t = self.config.temporal
-        self.temporal = (TemporalTracker(t.flow_preset, t.photometric_threshold, t.shot_threshold, t.flow_max_side)
-                         if t.enabled else None)
+        self.temporal = TemporalTracker.from_config(t) if t.enabled else None
         self._before, self._after = self._colour_path(description)
 
     def _colour_path(self, d: OutputDescription | None):

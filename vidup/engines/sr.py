@@ -192,7 +192,7 @@ class SREngine:
             self._stages.append(StageOutput("colour anchored to input", out, anchored - resized))
             resized = anchored
         if prior is not None and self.history.active:
-            out = self.history.apply(out, prior)
+            out = self.history.apply(out, prior, size[0] / frame.shape[1])
             self._stages.append(StageOutput("temporal blend", out, time.perf_counter() - resized))
         return out
 
@@ -218,7 +218,8 @@ class SREngine:
                     .permute(2, 0, 1)[None].float() / top
             flow = torch_ops.upsample_flow(prior.flows.cur_to_prev, size[0], size[1], device)
             confidence = torch.from_numpy(prior.flows.confidence).to(device)[None, None]
-            out = quantise(self.history.apply_tensors(out, previous, flow, confidence, top))
+            scale = size[0] / frame.shape[1]
+            out = quantise(self.history.apply_tensors(out, previous, flow, confidence, top, scale))
             stages.append(("temporal blend", out[0], time.perf_counter() - mark))
         self._last = out
         self._stages = [(name, image, seconds, frame.dtype) for name, image, seconds in stages]  # for previews

@@ -102,10 +102,9 @@ def make_plan(info: VideoInfo, description: OutputDescription, config: VidupConf
               end: Position | None) -> Plan:
     """The pre-pass: decode the window at `job.analysis_side`, find the cuts, split into segments."""
     started = time.perf_counter()
-    t = config.temporal
     reader = VideoReader(info.path, info, on_decode_error=config.on_decode_error, description=description,
                          max_side=config.job.analysis_side)
-    analyser = MotionAnalyser(t.flow_preset, t.photometric_threshold, t.shot_threshold, t.flow_max_side)
+    analyser = MotionAnalyser.from_config(config.temporal)
     cuts, times, pts = [], [], []
     for index, frame in enumerate(reader.frames(start, end)):
         if analyser.analyse(frame.rgb, need_flow=False).cut:

@@ -22,14 +22,35 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 
 class FlowEstimator:
-    """DIS optical flow (OpenCV), preset configurable; one instance per stream (it holds scratch buffers)."""
+    """DIS optical flow (OpenCV), preset configurable; one instance per stream (it holds scratch buffers).
 
-    def __init__(self, preset: str = "fast"):
+    DIS stops refining at its preset's finest pyramid level (medium: half the image size). On a small input that
+    leaves too coarse a field to carry texture through a warp (a 160 px input gives an 80 px field), so with
+    `min_field_side` the finest level is the coarsest one whose long side keeps at least that many pixels: small
+    inputs are refined to full resolution, large ones keep the preset's level (and its cost)."""
+
+    def __init__(self, preset: str = "fast", min_field_side: int = 0):
         self.preset = preset
+        self.min_field_side = min_field_side
         self.dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+        self.preset_finest = self.dis.getFinestScale()
+        self._long_side = 0
+
+    def finest_scale(self, long_side: int) -> int:
+        """The pyramid level (0: full size) DIS refines down to for images of this long side."""
+        if not self.min_field_side:
+            return self.preset_finest
+        level = 0
+        while level < self.preset_finest and long_side / 2 ** (level + 1) >= self.min_field_side:
+            level += 1
+        return level
 
     def __call__(self, source_gray: np.ndarray, target_gray: np.ndarray) -> np.ndarray:
         """Flow from `source` to `target`: source(p) ~ target(p + flow(p)). HxWx2 float32."""
+        long_side = max(source_gray.shape[:2])
+        if long_side != self._long_side:
+            self.dis.setFinestScale(self.finest_scale(long_side))
+            self._long_side = long_side
         return self.dis.calc(source_gray, target_gray, None)
 
 

@@ -70,8 +70,8 @@ class MotionAnalyser:
     second a pair), and every consumer reads the flow's scale from its own shape."""
 
     def __init__(self, flow_preset: str = "medium", photometric_threshold: float = 0.2, shot_threshold: float = 27.0,
-                 flow_max_side: int = 0):
-        self.estimator = FlowEstimator(flow_preset)
+                 flow_max_side: int = 0, flow_field_side: int = 0):
+        self.estimator = FlowEstimator(flow_preset, flow_field_side)
         self.flow_max_side = flow_max_side
         self.shots = ShotDetector(threshold=shot_threshold)
         self.photometric_threshold = photometric_threshold
@@ -79,6 +79,10 @@ class MotionAnalyser:
         self.declared_cuts: frozenset[int] | None = None  # set: cuts come from a plan, not from the detector
         self._frame = -1
         self._previous: np.ndarray | None = None
+
+    @classmethod
+    def from_config(cls, t) -> "MotionAnalyser":
+        return cls(t.flow_preset, t.photometric_threshold, t.shot_threshold, t.flow_max_side, t.flow_field_side)
 
     def follow_plan(self, cuts) -> None:
         """From now on the frames that start a shot are `cuts` (indices counted from the next frame, which is
@@ -145,7 +149,7 @@ class MotionAnalyser:
             if previous.shape != current.shape:
                 return None
             if not hasattr(local, "estimator"):
-                local.estimator = FlowEstimator(self.estimator.preset)
+                local.estimator = FlowEstimator(self.estimator.preset, self.estimator.min_field_side)
             return flow_pair(local.estimator, previous, current, photometric_threshold=self.photometric_threshold)
 
         pending: deque = deque()
@@ -165,9 +169,14 @@ class MotionAnalyser:
 
 class TemporalTracker:
     def __init__(self, flow_preset: str = "medium", photometric_threshold: float = 0.2, shot_threshold: float = 27.0,
-                 flow_max_side: int = 0):
-        self.analyser = MotionAnalyser(flow_preset, photometric_threshold, shot_threshold, flow_max_side)
+                 flow_max_side: int = 0, flow_field_side: int = 0):
+        self.analyser = MotionAnalyser(flow_preset, photometric_threshold, shot_threshold, flow_max_side,
+                                       flow_field_side)
         self.reset()
+
+    @classmethod
+    def from_config(cls, t) -> "TemporalTracker":
+        return cls(t.flow_preset, t.photometric_threshold, t.shot_threshold, t.flow_max_side, t.flow_field_side)
 
     @property
     def cuts(self) -> list[int]:

@@ -33,14 +33,15 @@ def bilinear(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def _kernel(sigma: float) -> np.ndarray:
-    size = int(round(sigma * 4 * 2 + 1)) | 1  # cv2's rule for non-8-bit images
+def _kernel(sigma: float, eight_bit: bool = False) -> np.ndarray:
+    size = int(round(sigma * (3 if eight_bit else 4) * 2 + 1)) | 1  # cv2's rule: 3 sigma for 8-bit images, else 4
     return cv2.getGaussianKernel(size, sigma).astype(np.float32).ravel()
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian, cv2's kernel, reflect-101 borders (cv2.GaussianBlur's default)."""
-    k = torch.from_numpy(_kernel(sigma)).to(x.device, x.dtype)
+def gaussian_blur(x: torch.Tensor, sigma: float, eight_bit: bool = False) -> torch.Tensor:
+    """Separable Gaussian, cv2's kernel (for an 8-bit image with `eight_bit`), reflect-101 borders (cv2.GaussianBlur's
+    default)."""
+    k = torch.from_numpy(_kernel(sigma, eight_bit)).to(x.device, x.dtype)
     c, pad = x.shape[1], len(k) // 2
     x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
@@ -96,39 +97,58 @@ def blend_high_frequencies(current: torch.Tensor, warped: torch.Tensor, confiden
 
 
 def rectified_blend(current: torch.Tensor, history: torch.Tensor, confidence: torch.Tensor, weight: float,
-                    sigma: float, radius: int, reactive: float, gain_max: float, sharpen: float = 0.0) -> torch.Tensor:
-    """`vidup.temporal.seeding.rectified_blend` on (1, 3, H, W) tensors in [0, 1] (confidence: 1, 1, h, w)."""
+                    sigma: float, radius: int, reactive: float, gain_max: float, sharpen: float = 0.0,
+                    codes: float | None = None) -> torch.Tensor:
+    """`vidup.temporal.seeding.rectified_blend` on (1, 3, H, W) tensors in [0, 1] (confidence: 1, 1, h, w).
+
+    With `codes` = 255 it rounds where the CPU path's 8-bit fixed point does (the warped history, both blurs, the
+    weights, the weighted detail, the energy maps and the gain), so 8-bit results match it within a code or two."""
     from vidup.temporal.seeding import ENERGY_SIGMA_FACTOR, RANGE_FLOOR
+
+    fixed = codes == 255
+
+    def q(x: torch.Tensor, steps: float = 255.0) -> torch.Tensor:
+        return (x * steps).round_() / steps if fixed else x
 
     h, w = current.shape[-2:]
     if confidence.shape[-2:] != (h, w):
         confidence = bilinear(confidence, w, h)
-    base = gaussian_blur(current, sigma)
+    history = q(history)  # the CPU path's warp writes 8-bit codes
+    base = q(gaussian_blur(current, sigma, fixed))
     detail = current - base
-    past = history - gaussian_blur(history, sigma)
+    past = history - q(gaussian_blur(history, sigma, fixed))
     if sharpen:
-        past = past * (1.0 + sharpen)
+        past = q(past * (1.0 + sharpen))
     size = 2 * radius + 1
     low = -F.max_pool2d(-detail, size, stride=1, padding=radius)
     high = F.max_pool2d(detail, size, stride=1, padding=radius)
     clamped = torch.minimum(torch.maximum(past, low), high)
     moved = (past - clamped).abs().mean(1, keepdim=True)
-    span = (high - low).mean(1, keepdim=True) + RANGE_FLOOR
-    alpha = weight * confidence * (1.0 - reactive * moved / span).clamp(0.0, 1.0)
-    blended = detail + alpha * (clamped - detail)
+    floor = round(3 * RANGE_FLOOR * 255) / (3 * 255) if fixed else RANGE_FLOOR
+    span = (high - low).mean(1, keepdim=True) + floor
+    alpha = q(weight * confidence * (1.0 - reactive * moved / span).clamp(0.0, 1.0))
+    blended = detail + q(alpha * (clamped - detail))
     if gain_max > 1.0:
         energy_sigma = ENERGY_SIGMA_FACTOR * sigma
-        target = _local_energy(detail, energy_sigma)
-        actual = _local_energy(blended, energy_sigma)
-        blended = blended * (target / (actual + 1e-3)).clamp(1.0, gain_max)
+        target = _local_energy(detail, energy_sigma, fixed)
+        actual = _local_energy(blended, energy_sigma, fixed)
+        if fixed:  # the CPU path carries the gain as 8-bit codes of gain_max / 255, at the small size
+            code = 255.0 / gain_max
+            small = (target / (actual + 1e-3)).clamp(1.0, gain_max)
+            gain = (bilinear((small * code).round_(), w, h)).round_() / code
+            return base + q(blended * gain)
+        blended = blended * bilinear((target / (actual + 1e-3)).clamp(1.0, gain_max), w, h)
     return base + blended
 
 
-def _local_energy(detail: torch.Tensor, sigma: float) -> torch.Tensor:
-    """As `vidup.temporal.seeding._local_energy`: at a quarter of the size, then back."""
+def _local_energy(detail: torch.Tensor, sigma: float, fixed: bool = False) -> torch.Tensor:
+    """As `vidup.temporal.seeding._local_energy`, left at the small size (a quarter, for frames of 64 px and
+    more). `fixed`: the CPU path's 8-bit magnitudes, area-averaged and rounded to codes per channel."""
     h, w = detail.shape[-2:]
-    magnitude = detail.abs().mean(1, keepdim=True)
-    if min(h, w) < 64:
-        return gaussian_blur(magnitude, sigma)
-    small = F.interpolate(magnitude, size=(h // 4, w // 4), mode="area")
-    return bilinear(gaussian_blur(small, sigma / 4), w, h)
+    factor = 1 if min(h, w) < 64 else 4
+    magnitude = detail.abs()
+    if factor > 1:
+        magnitude = F.interpolate(magnitude, size=(h // factor, w // factor), mode="area")
+    if fixed:
+        magnitude = (magnitude * 255).round_() / 255
+    return gaussian_blur(magnitude.mean(1, keepdim=True), sigma / factor)
