@@ -4,7 +4,6 @@ import errno
 import json
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import av

@@ -271,12 +271,15 @@ def temporal_cost(clip: Path, count: int = 60) -> dict:
     from vidup.temporal.state import TemporalTracker
     from vidup.video import VideoReader
 
+    from vidup import load_config
+
     frames = [f.rgb for f, _ in zip(VideoReader(clip).frames(), range(count))]
+    field_side = load_config().temporal.flow_field_side  # the default: a 256x144 input is refined to full size
     size = (1024, 576)
     output = np.zeros((size[1], size[0], 3), np.uint8)
     results = {}
     for preset in ("ultrafast", "fast", "medium"):
-        tracker, total, n = TemporalTracker(preset), 0.0, 0
+        tracker, total, n = TemporalTracker(preset, flow_field_side=field_side), 0.0, 0
         for frame in frames:
             started = time.perf_counter()
             prior = tracker.prior_for(frame, size)

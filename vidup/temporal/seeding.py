@@ -152,30 +152,37 @@ def _rectified_8bit(current, history, confidence, weight, sigma, kernel, reactiv
     means. Half the bytes of the float path and no full-size float frame: a third of its time, within a couple
     of codes of it (tests/test_history.py)."""
     h, w = current.shape[:2]
+    # Scratch frames are written over once done with (dst=): fresh full-size allocations cost page faults that
+    # would otherwise be a third of the time.
     base = cv2.GaussianBlur(current, (0, 0), sigma)
     detail = cv2.subtract(current, base, dtype=cv2.CV_16S)
     past = cv2.subtract(history, cv2.GaussianBlur(history, (0, 0), sigma), dtype=cv2.CV_16S)
     if sharpen:
         past = cv2.addWeighted(past, 1.0 + sharpen, past, 0.0, 0.0, dtype=cv2.CV_16S)
     low, high = cv2.erode(detail, kernel), cv2.dilate(detail, kernel)
-    clamped = cv2.min(cv2.max(past, low), high)
-    moved = _channel_sum(cv2.absdiff(past, clamped))
-    span = cv2.add(_channel_sum(cv2.subtract(high, low)), round(3 * RANGE_FLOOR * 255))
-    trust = cv2.subtract(1.0, cv2.divide(moved, span, scale=reactive, dtype=cv2.CV_32F))
+    clamped = cv2.max(past, low)
+    cv2.min(clamped, high, dst=clamped)
+    moved = _channel_sum(cv2.absdiff(past, clamped, dst=past))
+    span = _channel_sum(cv2.subtract(high, low, dst=high))
+    trust = cv2.divide(moved, cv2.add(span, round(3 * RANGE_FLOOR * 255), dst=span), scale=reactive,
+                       dtype=cv2.CV_32F)
+    cv2.subtract(1.0, trust, dst=trust)
     alpha = cv2.multiply(trust, confidence, scale=255.0 * weight, dtype=cv2.CV_8U)  # saturation clips to [0, 1]
-    weighted = cv2.multiply(cv2.subtract(clamped, detail), cv2.merge([alpha, alpha, alpha]), scale=1 / 255,
-                            dtype=cv2.CV_16S)
-    blended = cv2.add(detail, weighted)
+    weights = cv2.merge([alpha, alpha, alpha])
+    blended = cv2.subtract(clamped, detail, dst=clamped)
+    cv2.multiply(blended, weights, dst=blended, scale=1 / 255, dtype=cv2.CV_16S)
+    cv2.add(detail, blended, dst=blended)
     if gain_max > 1.0:
         energy_sigma = ENERGY_SIGMA_FACTOR * sigma
         # |detail| and |blended| fit in 8 bits: both lie between a current and a clamped history detail.
-        target = _local_energy(cv2.convertScaleAbs(detail), energy_sigma)
-        actual = _local_energy(cv2.convertScaleAbs(blended), energy_sigma)
+        target = _local_energy(cv2.convertScaleAbs(detail, dst=weights), energy_sigma)
+        actual = _local_energy(cv2.convertScaleAbs(blended, dst=weights), energy_sigma)
         gain = np.clip(cv2.divide(target, actual + 1e-3 * 255), 1.0, gain_max)
         code = 255.0 / gain_max  # the gain as an 8-bit fraction of its largest value
         gain = cv2.resize(cv2.convertScaleAbs(gain, alpha=code), (w, h), interpolation=cv2.INTER_LINEAR)
-        blended = cv2.multiply(blended, cv2.merge([gain, gain, gain]), scale=1 / code, dtype=cv2.CV_16S)
-    return cv2.add(base, blended, dtype=cv2.CV_8U)  # rounded and saturated in one pass
+        cv2.multiply(blended, cv2.merge([gain, gain, gain], dst=weights), dst=blended, scale=1 / code,
+                     dtype=cv2.CV_16S)
+    return cv2.add(base, blended, dst=base, dtype=cv2.CV_8U)  # rounded and saturated in one pass
 
 
 def _channel_mean(image: np.ndarray) -> np.ndarray:
