@@ -103,7 +103,7 @@ def rectified_blend(current: torch.Tensor, history: torch.Tensor, confidence: to
 
     With `codes` = 255 it rounds where the CPU path's 8-bit fixed point does (the warped history, both blurs, the
     weights, the weighted detail, the energy maps and the gain), so 8-bit results match it within a code or two."""
-    from vidup.temporal.seeding import ENERGY_SIGMA_FACTOR, RANGE_FLOOR
+    from vidup.temporal.seeding import ENERGY_SIGMA_FACTOR, FRACTION, RANGE_FLOOR
 
     fixed = codes == 255
 
@@ -127,7 +127,7 @@ def rectified_blend(current: torch.Tensor, history: torch.Tensor, confidence: to
     floor = round(3 * RANGE_FLOOR * 255) / (3 * 255) if fixed else RANGE_FLOOR
     span = (high - low).mean(1, keepdim=True) + floor
     alpha = q(weight * confidence * (1.0 - reactive * moved / span).clamp(0.0, 1.0))
-    blended = detail + q(alpha * (clamped - detail))
+    blended = detail + q(alpha * (clamped - detail), 255.0 * FRACTION)
     if gain_max > 1.0:
         energy_sigma = ENERGY_SIGMA_FACTOR * sigma
         target = _local_energy(detail, energy_sigma, fixed)
@@ -136,17 +136,19 @@ def rectified_blend(current: torch.Tensor, history: torch.Tensor, confidence: to
             code = 255.0 / gain_max
             small = (target / (actual + 1e-3)).clamp(1.0, gain_max)
             gain = (bilinear((small * code).round_(), w, h)).round_() / code
-            return base + q(blended * gain)
+            return base + q(blended * gain, 255.0 * FRACTION)
         blended = blended * bilinear((target / (actual + 1e-3)).clamp(1.0, gain_max), w, h)
     return base + blended
 
 
 def _local_energy(detail: torch.Tensor, sigma: float, fixed: bool = False) -> torch.Tensor:
     """As `vidup.temporal.seeding._local_energy`, left at the small size (a quarter, for frames of 64 px and
-    more). `fixed`: the CPU path's 8-bit magnitudes, area-averaged and rounded to codes per channel."""
+    more). `fixed`: the CPU path's 8-bit magnitudes (rounded at full size, and again after area averaging)."""
     h, w = detail.shape[-2:]
     factor = 1 if min(h, w) < 64 else 4
     magnitude = detail.abs()
+    if fixed:
+        magnitude = (magnitude * 255).round_() / 255  # the CPU path takes 8-bit magnitudes
     if factor > 1:
         magnitude = F.interpolate(magnitude, size=(h // factor, w // factor), mode="area")
     if fixed:
