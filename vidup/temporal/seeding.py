@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -117,7 +118,7 @@ def rectified_blend(current: np.ndarray, history: np.ndarray, confidence: np.nda
     h, w = current.shape[:2]
     if confidence.shape != (h, w):
         confidence = cv2.resize(confidence, (w, h), interpolation=cv2.INTER_LINEAR)
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1))
+    kernel = _box(radius)
     if current.dtype == np.uint8:
         return _rectified_8bit(current, history, confidence, weight, sigma, kernel, reactive, gain_max, sharpen)
     top = float(peak(current.dtype))
@@ -187,8 +188,17 @@ def _rectified_8bit(current, history, confidence, weight, sigma, kernel, reactiv
     return cv2.addWeighted(base, 1.0, blended, 1 / FRACTION, 0.0, dst=base, dtype=cv2.CV_8U)  # rounded, saturated
 
 
+@lru_cache(maxsize=4)
+def _box(radius: int) -> np.ndarray:
+    """The (2 radius + 1)^2 neighbourhood, built once per radius rather than per frame."""
+    return cv2.getStructuringElement(cv2.MORPH_RECT, (2 * radius + 1, 2 * radius + 1))
+
+
+_MEAN_OF_3, _SUM_OF_3 = np.full((1, 3), 1 / 3, np.float32), np.ones((1, 3), np.float32)
+
+
 def _channel_mean(image: np.ndarray) -> np.ndarray:
-    return cv2.transform(image, np.full((1, 3), 1 / 3, np.float32))
+    return cv2.transform(image, _MEAN_OF_3)
 
 
 def _times(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -197,7 +207,7 @@ def _times(image: np.ndarray, weight: np.ndarray) -> np.ndarray:
 
 
 def _channel_sum(image: np.ndarray) -> np.ndarray:
-    return cv2.transform(image, np.ones((1, 3), np.float32))
+    return cv2.transform(image, _SUM_OF_3)
 
 
 def _local_energy(magnitude: np.ndarray, sigma: float) -> np.ndarray:

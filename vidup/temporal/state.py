@@ -169,14 +169,14 @@ class MotionAnalyser:
 
 class TemporalTracker:
     def __init__(self, flow_preset: str = "medium", photometric_threshold: float = 0.2, shot_threshold: float = 27.0,
-                 flow_max_side: int = 0, flow_field_side: int = 0):
-        self.analyser = MotionAnalyser(flow_preset, photometric_threshold, shot_threshold, flow_max_side,
-                                       flow_field_side)
+                 flow_max_side: int = 0, flow_field_side: int = 0, analyser: MotionAnalyser | None = None):
+        self.analyser = analyser or MotionAnalyser(flow_preset, photometric_threshold, shot_threshold, flow_max_side,
+                                                   flow_field_side)
         self.reset()
 
     @classmethod
     def from_config(cls, t) -> "TemporalTracker":
-        return cls(t.flow_preset, t.photometric_threshold, t.shot_threshold, t.flow_max_side, t.flow_field_side)
+        return cls(analyser=MotionAnalyser.from_config(t))
 
     @property
     def cuts(self) -> list[int]:
