@@ -423,15 +423,15 @@ def test_a_reused_step_equals_a_computed_one_with_the_controlnet(tiny_flux, cach
     assert len(attention_calls) < 4  # some steps were really reused
     for out in outputs[1:]:
         assert torch.allclose(out, outputs[0], atol=1e-5), (out - outputs[0]).abs().max()
-    if cache == "first-block":
-        assert engine.cache.stats.reused == 3 and engine.cache.stats.computed == 1
+    if cache == "first-block":  # the decision for a step is measured at the step before: two computed first
+        assert engine.cache.stats.reused == 2 and engine.cache.stats.computed == 2
 
 
 def test_cached_stages_start_fresh_every_frame(tiny_flux):
     engine = FluxEngine(flux_config(tiny_flux, **{"flux.cache": "first-block", "flux.cache_threshold": 10.0}))
     engine.upscale(FRAME, (64, 48))
     engine.upscale(FRAME, (64, 48))
-    assert engine.cache.stats.computed == 4  # the first step of each stage of each frame is computed
+    assert engine.cache.stats.computed == 8  # the first two steps of each stage of each frame are computed
 
 
 # --- LoRA, turbo, compile ---------------------------------------------------------------------------------------

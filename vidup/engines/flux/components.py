@@ -139,7 +139,10 @@ def load_lora(transformer: nn.Module, path: Path, adapter_name: str) -> None:
     from diffusers import FluxPipeline
 
     try:
-        state_dict, alphas = FluxPipeline.lora_state_dict(str(path), return_alphas=True)
+        # The metadata (diffusers' saved LoraConfig: rank, alpha) sets the scale alpha / rank; without it a LoRA whose
+        # alpha differs from its rank would load at rank / alpha times its trained strength.
+        state_dict, alphas, metadata = FluxPipeline.lora_state_dict(str(path), return_alphas=True,
+                                                                     return_lora_metadata=True)
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         raise ModelFormatError(f"{path}: not a FLUX LoRA ({exc})") from None
     text_keys = [k for k in state_dict if k.startswith(("text_encoder.", "text_encoder_2."))]
@@ -151,6 +154,6 @@ def load_lora(transformer: nn.Module, path: Path, adapter_name: str) -> None:
         raise ModelFormatError(f"{path}: holds no FLUX transformer LoRA weights")
     try:
         FluxPipeline.load_lora_into_transformer(state_dict, network_alphas=alphas, transformer=transformer,
-                                                adapter_name=adapter_name)
+                                                adapter_name=adapter_name, metadata=metadata)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ModelFormatError(f"{path}: does not fit this FLUX transformer ({exc})") from None

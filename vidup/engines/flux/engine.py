@@ -30,6 +30,7 @@ from vidup.engines.flux.memory import MemoryPlan, Placer, choose_memory_plan, fr
 from vidup.engines.flux.noise import TransportedNoise, fresh_noise, keyframe_noise
 from vidup.engines.flux.sampler import Pin, Step, sample_euler, start
 from vidup.engines.flux.schedule import Plan, Schedules, image_seq_len, start_index
+from vidup.engines.flux.tiles import Tile, needs_tiles, plan_tiles, tiled_velocity
 from vidup.engines.flux.weights import (BASE_PARTS, BASE_PATTERNS, CONTROLNET_PARTS, CONTROLNET_PATTERNS, resolve_lora,
                                         resolve_model_dir)
 from vidup.errors import ConfigError
@@ -57,18 +58,21 @@ class Conditioning:
     txt_ids: torch.Tensor
     img_ids: torch.Tensor
     guidance: torch.Tensor | None
+    control_guidance: torch.Tensor | None = None  # the ControlNet's, where it embeds guidance and the base does not
 
 
 def make_conditioning(tokens: torch.Tensor, pooled: torch.Tensor, latent_h: int, latent_w: int, device, dtype,
-                      guidance: float | None, batch: int = 1) -> Conditioning:
+                      guidance: float | None, batch: int = 1, control_guidance: float | None = None) -> Conditioning:
     """What the transformer takes besides the latents: prompt embeddings, position ids, the guidance value (for
-    guidance-distilled models, None otherwise)."""
+    guidance-distilled models, None otherwise; FLUX.1-schnell embeds none, while the ControlNet upscaler, trained on
+    FLUX.1-dev, still takes one)."""
     tokens = tokens.to(device, dtype)
+    as_tensor = lambda value: None if value is None else torch.full([batch], value, device=device, dtype=torch.float32)  # noqa: E731
     return Conditioning(
         tokens=tokens, pooled=pooled.to(device, dtype),
         txt_ids=torch.zeros(tokens.shape[1], 3, device=device, dtype=dtype),
         img_ids=lat.image_ids(latent_h, latent_w, device, dtype),
-        guidance=None if guidance is None else torch.full([batch], guidance, device=device, dtype=torch.float32))
+        guidance=as_tensor(guidance), control_guidance=as_tensor(control_guidance))
 
 
 def flux_velocity(transformer, controlnet, cond: Conditioning, control: torch.Tensor | None = None,
@@ -77,7 +81,9 @@ def flux_velocity(transformer, controlnet, cond: Conditioning, control: torch.Te
     pipelines call it. Inference and LoRA training both call the model through here."""
     dtype = transformer.dtype
     scale = conditioning_scale
-    control_guidance = cond.guidance if controlnet is not None and controlnet.config.guidance_embeds else None
+    control_guidance = None
+    if controlnet is not None and controlnet.config.guidance_embeds:
+        control_guidance = cond.control_guidance if cond.control_guidance is not None else cond.guidance
 
     def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         hidden = x.to(dtype)
@@ -117,7 +123,7 @@ class FluxEngine:
                                              component_dtypes(self.placement.dtype, self.placement.device))
         self.components = components
         self.codec = lat.VaeCodec(components.vae)
-        self.schedules = Schedules(components.scheduler_config)
+        self.schedules = Schedules(components.scheduler_config, flux.resolution_shift)
         self._adapters = self._load_loras()
         self._active_adapters: tuple | None = None
         self.placer: Placer | None = None
@@ -242,10 +248,19 @@ class FluxEngine:
     def conditioning(self, latent_h: int, latent_w: int) -> Conditioning:
         key = (latent_h, latent_w)
         if key not in self._conditioning:
+            controlnet = self.components.controlnet
             self._conditioning[key] = make_conditioning(
                 self.prompt.tokens, self.prompt.pooled, latent_h, latent_w, self.codec.device,
-                self.components.transformer.dtype, self.flux.guidance if self.components.guidance_embeds else None)
+                self.components.transformer.dtype, self.flux.guidance if self.components.guidance_embeds else None,
+                control_guidance=self.flux.guidance if controlnet.config.guidance_embeds else None)
         return self._conditioning[key]
+
+    def tiles(self, latent_h: int, latent_w: int) -> list[Tile] | None:
+        """The tiles a (latent_h, latent_w) frame is denoised in, or None when it runs whole."""
+        scale, flux = self.codec.scale_factor, self.flux
+        if not needs_tiles(latent_w * scale, latent_h * scale, flux.max_megapixels):
+            return None
+        return plan_tiles(latent_h, latent_w, flux.tile_size // scale, flux.tile_overlap // scale)
 
     # --- denoising ------------------------------------------------------------------------------------------
 
@@ -254,13 +269,24 @@ class FluxEngine:
         return flux_velocity(self.components.transformer, self.components.controlnet, cond, control,
                              self.flux.conditioning_scale)
 
+    def frame_velocity(self, h: int, w: int, control: torch.Tensor | None = None):
+        """velocity(x, sigma) over a whole (h, w) latent frame: one model call, or one per tile, blended (above
+        flux.max_megapixels). `control`: unpacked control latents (stage 2), sliced per tile."""
+        dtype = self.components.controlnet.dtype
+        packed = lambda z: None if z is None else lat.pack(z.contiguous()).to(dtype)  # noqa: E731
+        tiles = self.tiles(h, w)
+        if tiles is None:
+            return self.denoiser(self.conditioning(h, w), packed(control))
+        cond = self.conditioning(tiles[0].h, tiles[0].w)  # every tile has the same size: one conditioning
+        return tiled_velocity(tiles, h, w, lambda t: self.denoiser(cond, packed(None if control is None else
+                                                                                  control[t.window])),
+                              self.cache.region)
+
     def run_stage(self, stage: str, plan: Plan, clean: torch.Tensor, noise: torch.Tensor,
                   control: torch.Tensor | None = None, pin: Pin | None = None) -> torch.Tensor:
         """One stage: `clean` (1, C, h, w) latents noised to the plan's first sigma, denoised to the last. `control`
         (unpacked latents) selects stage 2. Returns unpacked latents."""
         h, w = clean.shape[-2:]
-        cond = self.conditioning(h, w)
-        packed_control = None if control is None else lat.pack(control).to(self.components.controlnet.dtype)
         x = start(lat.pack(clean.float()), lat.pack(noise.to(clean.device, torch.float32)), plan.sigmas, pin)
 
         def on_step(step: Step) -> None:
@@ -269,7 +295,7 @@ class FluxEngine:
                 self.on_step(stage, step)
 
         with self.cache.run(stage):
-            x = sample_euler(self.denoiser(cond, packed_control), x, plan.sigmas, pin=pin, callback=on_step)
+            x = sample_euler(self.frame_velocity(h, w, control), x, plan.sigmas, pin=pin, callback=on_step)
         return lat.unpack(x, h, w)
 
     # --- propagation ----------------------------------------------------------------------------------------
@@ -277,11 +303,13 @@ class FluxEngine:
     def propagation(self, steps: int, strength: float, hand_off_strength: float, confidence: np.ndarray,
                     target: torch.Tensor, noise: torch.Tensor) -> tuple[Plan, Pin]:
         """Differential diffusion from a confidence map at latent resolution: fully trusted elements are held on
-        the noised `target` down to the hand-off sigma, untrusted ones are never held (they start from the current
-        frame at the keyframe's sigma), partly trusted ones are released in between."""
+        the noised `target` down to the hand-off sigma, untrusted ones (below temporal.flux_min_cell_trust) are
+        never held (they start from the current frame at the keyframe's sigma), partly trusted ones are released
+        in between."""
         h, w = target.shape[-2:]
         trust = np.clip(confidence, 0.0, 1.0)
         trust[trust >= FULLY_TRUSTED] = 1.0
+        trust[trust < self.config.temporal.flux_min_cell_trust] = 0.0
         hand_off_strength = min(hand_off_strength, strength)
         seq_len = (h // 2) * (w // 2)
         plan = self.schedules.propagated(steps, strength, hand_off_strength, seq_len, new_content=bool((trust < 1).any()),

@@ -61,14 +61,16 @@ def start(clean: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor, pin: P
 def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, pin: Pin | None = None,
                  callback: Callable[[Step], None] | None = None) -> torch.Tensor:
     """Integrate from sigmas[0] to sigmas[-1] with Euler steps. The state stays in float32 whatever the model's
-    precision (diffusers rounds it to the model dtype after every step)."""
+    precision (diffusers rounds it to the model dtype after every step). `sigmas` (on the host) are uploaded once:
+    a host tensor moved to the GPU inside the loop would make the host wait for the queue at every step."""
     x = x.float()
+    on_device = sigmas.to(x.device, torch.float32)
     for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        velocity = denoise(x, sigma)
-        x = x + (sigma_next - sigma).to(x.device) * velocity.float()
+        velocity = denoise(x, on_device[i])
+        x = x + (on_device[i + 1] - on_device[i]) * velocity.float()
+        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])  # host values: no device read
         if pin is not None:
             x = pin(x, sigma_next)
         if callback is not None:
-            callback(Step(i, float(sigma), float(sigma_next), x, velocity))
+            callback(Step(i, sigma, sigma_next, x, velocity))
     return x

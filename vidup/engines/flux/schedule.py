@@ -3,6 +3,13 @@
 A schedule is a float32 tensor of sigmas from the first noise level down to 0 (one more entry than steps). The
 resolution-dependent shift is diffusers' own (`calculate_shift` and the scheduler's `set_timesteps`), so a
 keyframe's schedule is the one `FluxImg2ImgPipeline` runs; the slicing by strength is the pipelines' rule.
+
+One difference above about 1 MP: diffusers lets the shift `mu` grow linearly with the token count past the
+scheduler's `max_image_seq_len` (4096 tokens, 1024x1024), so a strength means ever more noise: 0.75 starts at sigma
+0.875 at 1024x576, 0.950 at 1920x1088 and 0.9991 at 3840x2160, where the input is all but thrown away. vidup caps
+the token count at `max_image_seq_len` (`flux.resolution_shift = "capped"`), so a strength and a hand-off start at
+the same sigmas at 1080p and 2160p as at 1 MP. At and below 1 MP the schedules equal the stock pipelines'.
+`"linear"` restores diffusers' rule. Schedulers without dynamic shifting (FLUX.1-schnell) use their fixed shift.
 """
 
 from __future__ import annotations
@@ -47,16 +54,24 @@ class Plan:
 class Schedules:
     """Schedules for one model: built from its scheduler config, cached per (steps, resolution)."""
 
-    def __init__(self, scheduler_config: dict):
+    def __init__(self, scheduler_config: dict, resolution_shift: str = "capped"):
         self.scheduler_config = dict(scheduler_config)
+        self.resolution_shift = resolution_shift
+        self.dynamic = bool(self.scheduler_config.get("use_dynamic_shifting", False))
         self._full = lru_cache(maxsize=16)(self._compute_full)
+
+    def shift_tokens(self, seq_len: int) -> int:
+        """The token count the shift is computed for: capped at the scheduler's `max_image_seq_len` (see above)."""
+        if self.resolution_shift == "capped":
+            return min(seq_len, int(self.scheduler_config.get("max_image_seq_len", 4096)))
+        return seq_len
 
     def mu(self, seq_len: int) -> float:
         """The resolution-dependent shift (diffusers' `calculate_shift` on this model's scheduler config)."""
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
         config = self.scheduler_config
-        return float(calculate_shift(seq_len, config.get("base_image_seq_len", 256),
+        return float(calculate_shift(self.shift_tokens(seq_len), config.get("base_image_seq_len", 256),
                                      config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
                                      config.get("max_shift", 1.15)))
 
@@ -64,12 +79,17 @@ class Schedules:
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=self.mu(seq_len))
+        mu = self.mu(seq_len) if self.dynamic else None
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
         return scheduler.sigmas.to(torch.float32).cpu()
 
     def shift(self, t: torch.Tensor, seq_len: int) -> torch.Tensor:
         """Training timesteps t in (0, 1) shifted as inference shifts its sigmas at this resolution (the
-        scheduler's exponential time shift): sigma = e^mu / (e^mu + 1/t - 1). One definition for both."""
+        scheduler's exponential time shift, sigma = e^mu / (e^mu + 1/t - 1); or its fixed shift s,
+        sigma = s t / (1 + (s - 1) t), without dynamic shifting). One definition for both."""
+        if not self.dynamic:
+            s = float(self.scheduler_config.get("shift", 1.0))
+            return s * t / (1 + (s - 1) * t)
         m = math.exp(self.mu(seq_len))
         return m / (m + (1 / t - 1))
 

@@ -21,6 +21,18 @@ CONTROLNET_PATTERNS = ["config.json", "*.safetensors"]
 LORA_PATTERNS = ["*.safetensors"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
+# FLUX weights vidup is built for, with their licences. None ships with vidup; a user fetches them.
+NON_COMMERCIAL = ("FLUX.1 [dev] Non-Commercial License: research and personal use only; a broadcaster needs Black "
+                  "Forest Labs' commercial licence")
+FLUX_WEIGHTS = {
+    "black-forest-labs/FLUX.1-dev": ("base model (default, --flux-model)", NON_COMMERCIAL),
+    "jasperai/Flux.1-dev-Controlnet-Upscaler": ("ControlNet upscaler (default, --controlnet)",
+                                                NON_COMMERCIAL + " (a FLUX.1-dev derivative)"),
+    "alimama-creative/FLUX.1-Turbo-Alpha": ("turbo LoRA for propagated frames (--turbo-lora)",
+                                            NON_COMMERCIAL + " (a FLUX.1-dev derivative)"),
+    "black-forest-labs/FLUX.1-schnell": ("base model, guidance-free, few steps (--flux-model)", "Apache-2.0"),
+}
+
 
 def parse_lora_spec(spec: str) -> tuple[str, float]:
     """'path[:scale]' -> (path, scale); the scale defaults to 1.0."""
