@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from vidup import load_config
 from vidup.errors import CheckpointError, ConfigError, TrainingDataError
 from vidup.train import data as train_data
+from vidup.train import trainer
 from vidup.train.trainer import latest_checkpoint, train_lora, work_folder
 
 from media import pattern
@@ -196,7 +197,20 @@ def test_resume_continues_exactly(tmp_path, tiny_flux):
         assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in a.keys())
 
 
-def test_validation_sheets_and_the_loss_curve(tmp_path, tiny_flux):
+def recorded_validators(monkeypatch) -> list:
+    validators = []
+
+    class Recording(trainer.Validator):
+        def __init__(self, *args):
+            super().__init__(*args)
+            validators.append(self)
+
+    monkeypatch.setattr(trainer, "Validator", Recording)
+    return validators
+
+
+def test_validation_sheets_and_the_loss_curve(tmp_path, tiny_flux, monkeypatch):
+    validators = recorded_validators(monkeypatch)
     data = image_folder(tmp_path / "data", 3)
     report = train_lora(data, tmp_path / "lora.safetensors",
                         train_config(tiny_flux, **{"train.steps": 2, "train.validate_every": 1,
@@ -206,6 +220,34 @@ def test_validation_sheets_and_the_loss_curve(tmp_path, tiny_flux):
     sheet = cv2.imread(str(report.validation_sheets[0]))
     assert sheet is not None and sheet.shape[0] > 5 * 64  # input, Lanczos, engine stages, ground truth rows
     assert cv2.imread(str(work_folder(tmp_path / "lora.safetensors") / "loss.png")) is not None
+    # The transformer under training never left the device; everything else did, after each sheet.
+    placer = validators[0].engine.placer
+    assert ("transformer", "host") not in placer.moves and not placer.streamed
+    assert placer.moves.count(("controlnet", "host")) == 2
+    assert {n for n, where in placer.location.items() if where == "device"} == {"transformer"}
+
+
+def test_a_validation_out_of_memory_skips_the_sheets_and_training_goes_on(tmp_path, tiny_flux, monkeypatch, caplog):
+    from vidup.engines.flux import FluxEngine
+
+    validators = recorded_validators(monkeypatch)
+    calls = []
+
+    def upscale(self, *args, **kwargs):
+        calls.append(1)
+        raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(FluxEngine, "upscale", upscale)
+    data = image_folder(tmp_path / "data", 3)
+    with caplog.at_level("WARNING", logger="vidup"):
+        report = train_lora(data, tmp_path / "lora.safetensors",
+                            train_config(tiny_flux, **{"train.steps": 3, "train.validate_every": 1,
+                                                       "train.validation_frames": 1}))
+    assert report.steps == 3 and (tmp_path / "lora.safetensors").is_file() and report.validation_sheets == []
+    assert len(calls) == 1 and "validation at step 1 ran out of memory" in caplog.text  # then no more tries
+    placer = validators[0].engine.placer
+    assert {n for n, where in placer.location.items() if where == "device"} == {"transformer"}
+    assert validators[0].engine.components.transformer.training
 
 
 def test_a_kohya_format_flux_lora_loads_through_lora(tmp_path, tiny_flux):

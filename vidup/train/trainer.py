@@ -237,6 +237,19 @@ def loss_curve(losses: list[float], path: Path, size=(640, 320)) -> None:
     cv2.imwrite(str(path), image)
 
 
+def validation_plan(flux, device: torch.device, sizes: dict[str, int], resident: set[str], size: tuple[int, int],
+                    free: int | None):
+    """The validator's memory plan. The modules already on the device (the transformer under training) count as
+    there, not against `free`, and nothing streams: group offloading would swap the LoRA parameters' data to host
+    copies while their gradients and optimizer state stay on the device. When even `model` may not fit, it is
+    `model` with a warning: the planning margins are generous, and a sheet that does run out of memory is skipped
+    (`Validator.sheet`) rather than ending the training."""
+    from vidup.engines.flux.memory import GIB, choose_memory_plan, working_bytes
+
+    return choose_memory_plan(flux.offload, device, sizes, working_bytes(*size, flux.working_gib_per_mpix), free,
+                              int(flux.reserve_gib * GIB), resident=resident, allow_sequential=False)
+
+
 class Validator:
     """Held-out frames, degraded, upscaled by the two-stage engine with the LoRA as it stands, as QA sheets."""
 
@@ -244,16 +257,58 @@ class Validator:
         from vidup.engines.flux import FluxEngine
 
         self.held_out = held_out
+        self.enabled = True
         flux = replace(config.flux, loras=[], turbo_lora=None, compile=False, cache="none")
         self.engine = FluxEngine(replace(config, flux=flux), components)
 
-    def sheet(self, step: int, folder: Path) -> Path:
-        from vidup.preview import Panel, choose_crops, render_sheet
+    def memory_plan(self):
+        """`validation_plan` for the largest held-out frame, from the device as training leaves it."""
+        from vidup.engines.flux.memory import free_device_memory, on_device
 
-        t = self.engine.config.train
+        device = self.engine.placement.device
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the training step's cached blocks are free for validation
+        components = self.engine.components
+        size = max(((i.shape[1], i.shape[0]) for _, i in self.held_out), key=lambda s: s[0] * s[1])
+        return validation_plan(self.engine.flux, device, components.sizes(), on_device(components.modules(), device),
+                               size, free_device_memory(device))
+
+    def _back_to_training(self) -> None:
+        """Every component but the transformer leaves the device; the transformer stays, with its gradients and
+        optimizer state."""
+        placer = self.engine.placer
+        others = [name for name in self.engine.components.modules() if name != "transformer"]
+        if placer is not None:
+            placer.release(others)
+        else:  # the placer itself failed to place everything
+            for name in others:
+                getattr(self.engine.components, name).to("cpu")
+
+    def sheet(self, step: int, folder: Path) -> Path | None:
+        """The sheet at `step`, or None (and no more validation this run) when it ran out of memory."""
         transformer = self.engine.components.transformer
         was_training = transformer.training
         transformer.eval()
+        try:
+            rows = self._rows()
+        except torch.OutOfMemoryError:
+            self.enabled = False
+            log.warning("validation at step %d ran out of memory: training goes on without validation sheets", step)
+            return None
+        finally:
+            self._back_to_training()
+            transformer.train(was_training)
+        width = max(r.shape[1] for r in rows)
+        sheet = np.vstack([np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0))) for r in rows])
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"step-{step:06d}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        return path
+
+    def _rows(self) -> list[np.ndarray]:
+        from vidup.preview import Panel, choose_crops, render_sheet
+
+        t = self.engine.config.train
         rows = []
         for name, image in self.held_out:
             h, w = image.shape[:2]
@@ -261,7 +316,7 @@ class Validator:
             low = cv2.resize(image, (max(16, w // t.validation_degrade), max(16, h // t.validation_degrade)),
                              interpolation=cv2.INTER_AREA)
             if self.engine.placer is None:
-                self.engine.prepare(size)
+                self.engine.prepare(size, plan=self.memory_plan())
             else:
                 self.engine.placer.denoise_phase()
             t0 = time.perf_counter()
@@ -273,14 +328,7 @@ class Validator:
             panels += [Panel(s.name, s.image, s.seconds) for s in self.engine.stages()]
             panels.append(Panel(f"ground truth (engine {seconds:.1f} s)", image, 0.0))
             rows.append(render_sheet(panels, choose_crops(image), size))
-        self.engine.placer.release(["controlnet", "vae"])  # back to training: only the transformer stays
-        transformer.train(was_training)
-        width = max(r.shape[1] for r in rows)
-        sheet = np.vstack([np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0))) for r in rows])
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"step-{step:06d}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-        return path
+        return rows
 
 
 def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume: str | Path | None = None,
@@ -440,8 +488,9 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
             state = dict(meta, epoch=epoch, position=position)
             if step % t.checkpoint_every == 0 or step == t.steps:
                 save_checkpoint(folder / "checkpoints", step, transformer, optimizer, generator, state, losses)
-            if validator is not None and (step % t.validate_every == 0 or step == t.steps):
-                sheets.append(validator.sheet(step, folder / "validation"))
+            if validator is not None and validator.enabled and (step % t.validate_every == 0 or step == t.steps):
+                sheet = validator.sheet(step, folder / "validation")
+                sheets += [sheet] if sheet is not None else []
                 loss_curve(losses, folder / "loss.png")
 
     # 5. The LoRA, as --lora loads it.

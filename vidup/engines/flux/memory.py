@@ -11,6 +11,7 @@ In none and model no module moves while frames are processed: each is uploaded a
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -34,25 +35,50 @@ def working_bytes(width: int, height: int, gib_per_mpix: float) -> int:
 
 
 def choose_memory_plan(requested: str, device: torch.device, sizes: dict[str, int], working: int,
-                       free: int | None, reserve: int) -> MemoryPlan:
+                       free: int | None, reserve: int, *, resident: Collection[str] = (),
+                       allow_sequential: bool = True) -> MemoryPlan:
     """`sizes`: bytes of each component's weights; `working`: bytes of activations at the output size; `free`:
-    bytes free on the device now (None on CPU)."""
+    bytes free on the device now (None on CPU). `resident`: components already on the device; `free` excludes
+    their bytes, so they count as present, not as needed again. `allow_sequential=False` (validation while a
+    LoRA trains): never stream blocks, even when asked to or when nothing else fits, since group offloading
+    swaps the trained parameters' data to host copies while their gradients and optimizer state stay on the
+    device."""
     if device.type == "cpu":
         return MemoryPlan("none", "CPU: every component stays in RAM")
-    if requested != "auto":
+    if requested != "auto" and (allow_sequential or requested != "sequential"):
         return MemoryPlan(requested, f"offload '{requested}' was requested")
-    budget = (free or 0) - reserve
+    asked = "offload 'sequential' is ruled out here; " if requested == "sequential" else ""
+    gib = lambda b: f"{b / GIB:.1f} GiB"  # noqa: E731
+    present = sum(sizes[n] for n in resident)
+    budget = (free or 0) - reserve + present  # the room as if nothing were on the device yet
+    room = gib(budget) + (f" (counting {', '.join(sorted(resident))} already on the device)" if resident else "")
     text = sum(sizes[n] for n in TEXT_ENCODERS)
     denoise = sum(sizes[n] for n in DENOISING_SET)
-    gib = lambda b: f"{b / GIB:.1f} GiB"  # noqa: E731
+    # In `model` only the text encoders move for the prompt: resident denoising modules stay beside them.
+    prompt_phase = text + sum(sizes[n] for n in resident if n in DENOISING_SET)
     if text + denoise + working <= budget:
-        return MemoryPlan("none", f"all weights ({gib(text + denoise)}) and activations ({gib(working)}) fit in "
-                                  f"{gib(budget)}")
-    if max(text, denoise + working) <= budget:
-        return MemoryPlan("model", f"the denoising set ({gib(denoise)}) and activations ({gib(working)}) fit in "
-                                   f"{gib(budget)}, not with the text encoders ({gib(text)})")
-    return MemoryPlan("sequential", f"the denoising set ({gib(denoise)}) and activations ({gib(working)}) do not fit "
-                                    f"in {gib(budget)}: blocks stream in per step")
+        return MemoryPlan("none", f"{asked}all weights ({gib(text + denoise)}) and activations ({gib(working)}) fit "
+                                  f"in {room}")
+    if max(prompt_phase, denoise + working) <= budget:
+        return MemoryPlan("model", f"{asked}the denoising set ({gib(denoise)}) and activations ({gib(working)}) fit "
+                                   f"in {room}, not with the text encoders ({gib(text)})")
+    if allow_sequential:
+        return MemoryPlan("sequential", f"the denoising set ({gib(denoise)}) and activations ({gib(working)}) do "
+                                        f"not fit in {room}: blocks stream in per step")
+    plan = MemoryPlan("model", f"{asked}the denoising set ({gib(denoise)}) and activations ({gib(working)}), or the "
+                               f"text encoders ({gib(text)}) beside the resident modules, do not fit in {room}, and "
+                               f"sequential offload is ruled out: this may run out of memory")
+    log.warning("FLUX memory plan: %s", plan.reason)
+    return plan
+
+
+def on_device(modules: dict[str, nn.Module], device: torch.device) -> set[str]:
+    """The names of the modules whose weights are on `device` already (the `resident` of `choose_memory_plan`)."""
+    def there(module: nn.Module) -> bool:
+        p = next(module.parameters(), None)
+        return p is not None and p.device.type == device.type and device.index in (None, p.device.index)
+
+    return {name for name, module in modules.items() if there(module)}
 
 
 def free_device_memory(device: torch.device) -> int | None:
