@@ -157,6 +157,83 @@ def test_a_changed_config_or_input_starts_fresh_and_says_why(tmp_path, sample, m
     assert video_stream(out) == video_stream(tmp_path / "whole.mp4") and whole.frames == report.frames == 100
 
 
+def _stop_at_third_segment(monkeypatch, clip, out, config):
+    real = vidup.jobs.segments.SegmentEncoder._write
+
+    def full_disk(self, data):
+        if self.path.name == "segment-00002.vseg":
+            raise OutputWriteError("the disk is full")
+        return real(self, data)
+
+    monkeypatch.setattr(vidup.jobs.segments.SegmentEncoder, "_write", full_disk)
+    with pytest.raises(OutputWriteError):
+        upscale_video(clip, out, config, engine_factory=NULL)
+    monkeypatch.setattr(vidup.jobs.segments.SegmentEncoder, "_write", real)
+
+
+def test_auto_is_settled_once_and_a_resume_with_another_settlement_starts_afresh(tmp_path, sample, monkeypatch):
+    from vidup.engines.base import settle
+
+    out = tmp_path / "out.mp4"
+    _stop_at_third_segment(monkeypatch, sample, out, job_config(device="cpu"))
+    settings = json.loads((job_folder(out) / "manifest.json").read_text())["settings"]
+    here = settle(job_config(device="cpu"))
+    assert settings["precision"] == here.precision != "auto" and settings["temporal.backend"] == "cv2"
+    assert settings["sr.batch"] == "1" and settings["device"] == "cpu"
+    # "auto" spelled out as what it settles to here is the same job: it resumes
+    report = upscale_video(sample, out, job_config(device="cpu", precision=here.precision, **{"sr.batch": "1"}),
+                           engine_factory=NULL)
+    assert report.segments_resumed == 2 and report.settled["precision"] == here.precision
+
+    out.unlink()
+    _stop_at_third_segment(monkeypatch, sample, out, job_config(device="cpu"))
+    other = "fp32" if here.precision == "bf16" else "bf16"
+    report = upscale_video(sample, out, job_config(device="cpu", precision=other), engine_factory=NULL)
+    assert report.segments_resumed == 0
+    assert any(f"settings changed (precision '{here.precision}' -> '{other}')" in n for n in report.notes), report.notes
+
+    out.unlink()
+    _stop_at_third_segment(monkeypatch, sample, out, job_config(device="cpu"))
+    report = upscale_video(sample, out, job_config(device="cpu", **{"temporal.backend": "torch"}), engine_factory=NULL)
+    assert report.segments_resumed == 0
+    assert any("temporal.backend 'cv2' -> 'torch'" in n for n in report.notes), report.notes
+
+
+def test_settings_that_cannot_change_this_output_do_not_restart_it(tmp_path, sample, monkeypatch):
+    out = tmp_path / "out.mp4"
+    _stop_at_third_segment(monkeypatch, sample, out, job_config())
+    report = upscale_video(sample, out, job_config(**{"train.lr": 3e-4, "flux.steps": 12, "flux.cache": "first-block"}),
+                           engine_factory=NULL)
+    assert report.segments_resumed == 2, report.notes  # training's and the idle FLUX engine's settings
+
+
+def test_the_plan_and_the_streaming_path_analyse_frames_at_one_resolution(bikes, monkeypatch):
+    """bikes (640x272) is above the flow resolution cap: the plan once decoded it smaller than the streaming path
+    analysed it, so a borderline cut could fall differently in a preview than in the job."""
+    from vidup.jobs.plan import make_plan
+    from vidup.runner import describe_clip
+    from vidup.temporal.state import MotionAnalyser
+    from vidup.video.reader import Position, probe
+
+    seen = {"plan": set(), "stream": set()}
+    where = ["plan"]
+    real = MotionAnalyser._for_flow
+
+    def record(self, frame):
+        seen[where[0]].add(frame.shape)
+        return real(self, frame)
+
+    monkeypatch.setattr(MotionAnalyser, "_for_flow", record)
+    config = job_config()
+    info = probe(bikes)
+    plan = make_plan(info, describe_clip(info, config), config, None, Position.parse("100"))
+    where[0] = "stream"
+    upscaler = Upscaler(config, NULL(config))
+    list(upscaler.analyse_stream(f.rgb for _, f in zip(range(100), VideoReader(bikes).frames())))
+    assert seen["plan"] == seen["stream"] == {(272, 640, 3)}
+    assert [c for c in plan.cuts if c] == upscaler.temporal.cuts and upscaler.temporal.cuts
+
+
 def test_a_damaged_segment_file_is_recomputed(tmp_path, sample, monkeypatch):
     out = tmp_path / "out.mp4"
     real = vidup.jobs.segments.SegmentEncoder._write

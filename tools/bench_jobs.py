@@ -1,7 +1,7 @@
 """Benchmarks of file jobs (`python tools/bench.py --jobs`): on the sample and bikes.mp4, with the default SR
 engine loaded once,
 
-- the pre-pass (decode at job.analysis_side and find the cuts);
+- the pre-pass (decode and find the cuts at the streaming analyser's resolution);
 - wall time of the segmented job (`upscale_video`, one local worker) against the unsegmented streaming path it
   replaced (reader -> frame path -> writer, the same components), alternated so both see the same machine;
 - local Ray cluster start-up (ray.init, and workers ready with the model loaded) on the sample;

@@ -13,6 +13,7 @@ from typing import Any
 from vidup.errors import ConfigError
 from vidup.sizing import SizeSpec
 
+ENGINE_NAMES = ("sr", "flux")  # the registry in vidup.engines.base holds exactly these
 DEINTERLACE_MODES = ("auto", "field", "frame", "off")
 CODECS = {
     # name -> (default pix_fmt, supports crf, supports preset)
@@ -170,7 +171,6 @@ class JobConfig:
 
     segment_frames: int = 300  # longest segment; a longer shot is split inside, shorter shots share a segment
     warmup_frames: int = 8  # frames run (not written) before a boundary inside a shot, to rebuild temporal state
-    analysis_side: int = 320  # long side of the pre-pass decode that finds the cuts
     workers: int = 1  # 1: in this process; more: a local Ray cluster (vidup[scale])
     ray_address: str | None = None  # join an existing Ray cluster ("auto", "ray://host:10001")
     fresh: bool = False  # ignore a job folder left by an earlier run
@@ -210,6 +210,8 @@ class TrainConfig:
 # Settings that change how a job runs, never what it writes: a resume may differ in these.
 RUN_ONLY_SETTINGS = {"quiet", "overwrite", "pipeline", "temporal.flow_workers", "job.workers", "job.ray_address",
                      "job.fresh", "job.retries"}
+# Settings an "auto" stands for until `vidup.engines.base.settle` resolves it on the machine that runs the engine.
+SETTLED_SETTINGS = ("device", "precision", "sr.batch", "temporal.backend")
 
 
 @dataclass
@@ -254,10 +256,8 @@ class VidupConfig:
         return SizeSpec.parse(None if self.scale is not None else self.size, self.scale)
 
     def validate(self) -> "VidupConfig":
-        from vidup.engines.base import ENGINES
-
-        if self.engine not in ENGINES:
-            raise ConfigError(f"unknown engine '{self.engine}'; available: {', '.join(ENGINES)}")
+        if self.engine not in ENGINE_NAMES:
+            raise ConfigError(f"unknown engine '{self.engine}'; available: {', '.join(ENGINE_NAMES)}")
         self.size_spec  # parses, raising ConfigError on nonsense
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got '{self.precision}'")
@@ -294,9 +294,8 @@ class VidupConfig:
         if out.threads < 1:
             raise ConfigError("output.threads must be at least 1")
         job = self.job
-        if job.segment_frames < 1 or job.warmup_frames < 0 or job.analysis_side < 32 or job.retries < 0:
-            raise ConfigError("job.segment_frames must be >= 1, job.warmup_frames and job.retries >= 0, "
-                              "job.analysis_side >= 32")
+        if job.segment_frames < 1 or job.warmup_frames < 0 or job.retries < 0:
+            raise ConfigError("job.segment_frames must be >= 1, job.warmup_frames and job.retries >= 0")
         self._validate_train()
         if job.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {job.workers}")

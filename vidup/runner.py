@@ -16,7 +16,7 @@ import numpy as np
 
 from vidup.backoff import with_backoff
 from vidup.config import VidupConfig
-from vidup.engines.base import Engine, load_engine
+from vidup.engines.base import Engine, load_engine, settle
 from vidup.pipeline import run_pipeline
 from vidup.temporal.state import Motion, TemporalTracker
 from vidup.video.colour import frame_to_rgb
@@ -58,6 +58,7 @@ class RunReport:
     segments_run: int = 1  # segments computed by this run (the rest were resumed)
     segments_resumed: int = 0
     ray_startup: float | None = None  # seconds to start or join the Ray cluster and its workers
+    settled: dict = field(default_factory=dict)  # what every "auto" became (device, precision, batch, backend)
 
     @property
     def fps(self) -> float:
@@ -82,7 +83,7 @@ class Upscaler:
 
     def __init__(self, config: VidupConfig, engine: Engine | None = None,
                  description: OutputDescription | None = None):
-        self.config = config.validate()
+        self.config = settle(config.validate())  # every "auto" resolved once, on the machine that runs the engine
         self.description = description
         self.engine = engine or load_engine(self.config)
         self._size_for: dict[tuple[int, int], tuple[int, int]] = {}

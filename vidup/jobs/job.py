@@ -12,8 +12,8 @@ from typing import Callable
 
 from vidup import __version__
 from vidup.config import VidupConfig
-from vidup.engines.base import Engine
-from vidup.errors import ConfigError, EngineMemoryError, OutputWriteError, TruncatedInputError
+from vidup.engines.base import Engine, settle
+from vidup.errors import ConfigError, EngineMemoryError, JobError, OutputWriteError, TruncatedInputError
 from vidup.jobs.manifest import JobFolder, Manifest, fingerprint, output_settings, why_not_resumable
 from vidup.jobs.plan import Plan, make_plan, repairs_from
 from vidup.jobs.assemble import assemble
@@ -59,6 +59,17 @@ def _open_manifest(folder: JobFolder, input_print: dict, config: VidupConfig, no
     return manifest
 
 
+def _one_settlement(manifest: Manifest, folder: JobFolder) -> dict:
+    """What "auto" became, the same for every segment; segments computed otherwise (workers of a remote cluster
+    with other devices) must not be joined into one stream."""
+    kinds = {tuple(sorted(entry.get("settled", {}).items())) for entry in manifest.done.values()}
+    if len(kinds) > 1:
+        shown = "; ".join(", ".join(f"{k}={v}" for k, v in kind) for kind in sorted(kinds))
+        raise JobError(f"the segments in {folder.path} were computed with different settings ({shown}): set "
+                       "--device and --precision explicitly, then rerun with --fresh")
+    return dict(next(iter(kinds), ()))
+
+
 def _window(plan: Plan, info, start: Position | None, end: Position | None, rate: float):
     """(start, end) seconds of the input's clock that the output covers (copied streams are cut to it); its
     start is the output's time zero. None: the whole clip on its own clock."""
@@ -74,8 +85,11 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
             engine_factory: Callable[[VidupConfig], Engine] | None = None):
     from vidup.runner import RunReport, StageTimes, describe_clip, progress_bar
 
-    # 1. Checks, before any decoding or model loading.
+    # 1. Checks, before any decoding or model loading. Every "auto" is settled here, on this machine, except on a
+    #    Ray cluster elsewhere, whose workers settle it on theirs (each segment records what it ran with).
     config = config.validate()
+    if not config.job.ray_address:
+        config = settle(config)
     input_path, output_path = Path(input_path), Path(output_path)
     check_output_path(output_path, input_path if input_path.exists() else None, config.overwrite)
     check_encoder(config.output.codec)
@@ -131,7 +145,7 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
 
         def finished(result: SegmentResult) -> None:
             manifest.done[result.segment.index] = {"file": result.file.path.name, "frames": result.file.frames,
-                                                   "sha256": result.file.sha256}
+                                                   "sha256": result.file.sha256, "settled": result.settled}
             folder.save(manifest)
             results.append(result)
             warnings.extend(result.warnings)
@@ -151,6 +165,7 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
     for result in results:
         for name in ("decode", "analysis", "engine", "encode"):
             setattr(times, name, getattr(times, name) + getattr(result.times, name))
+    settled = _one_settlement(manifest, folder)
 
     # 4. Assembly: the segments' packets in order, the other streams copied once.
     t0 = time.perf_counter()
@@ -168,4 +183,4 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
                      size=description.size, packets_copied=writer.packets_copied, times=times, repairs=repairs,
                      notes=tuple(run_notes), description=description, warnings=tuple(dict.fromkeys(warnings)),
                      segments=len(plan.segments), segments_run=len(results), segments_resumed=resumed,
-                     ray_startup=ray_startup)
+                     ray_startup=ray_startup, settled=settled)

@@ -43,8 +43,16 @@ def fingerprint(path: Path) -> dict:
 
 
 def output_settings(config: VidupConfig) -> dict:
-    """The settings that decide what the output holds (those that only change how the job runs left out)."""
-    return {k: v for k, v in config.settings().items() if k not in RUN_ONLY_SETTINGS}
+    """The settings that decide what this job's output holds, as settled on this machine (`settle`): left out are
+    those that only change how the job runs, training's, and the engine not in use (the SR engine's stay for a
+    FLUX job whose stage 0 is the SR engine)."""
+    unused = {"train."} | ({"flux."} if config.engine != "flux" else set())
+    if config.engine == "flux" and config.flux.init != "sr":
+        unused.add("sr.")
+    settings = {k: v for k, v in config.settings().items()
+                if k not in RUN_ONLY_SETTINGS and not k.startswith(tuple(unused))}
+    settings["device"] = str(settings["device"]).split(":")[0]  # cuda:0 and cuda:1 compute alike
+    return settings
 
 
 @dataclass

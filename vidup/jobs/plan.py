@@ -100,10 +100,11 @@ def split_shots(frames: int, cuts: list[int], segment_frames: int, warmup_frames
 
 def make_plan(info: VideoInfo, description: OutputDescription, config: VidupConfig, start: Position | None,
               end: Position | None) -> Plan:
-    """The pre-pass: decode the window at `job.analysis_side`, find the cuts, split into segments."""
+    """The pre-pass: decode the window, find the cuts, split into segments. The frames go through the same
+    `MotionAnalyser` the streaming path uses, at the same resolution (it scales them to temporal.flow_max_side
+    itself), so a preview or a filter run decides every cut, borderline ones included, as the job does."""
     started = time.perf_counter()
-    reader = VideoReader(info.path, info, on_decode_error=config.on_decode_error, description=description,
-                         max_side=config.job.analysis_side)
+    reader = VideoReader(info.path, info, on_decode_error=config.on_decode_error, description=description)
     analyser = MotionAnalyser.from_config(config.temporal)
     cuts, times, pts = [], [], []
     for index, frame in enumerate(reader.frames(start, end)):

@@ -67,7 +67,7 @@ class SegmentActor:
             result = self.worker.run(job, segment, Path(folder), self._input(job, shipped), on_frame)
             progress.put((segment.index, reported[0]))
             data = result.file.path.read_bytes()
-        return data, result.warnings, result.notes, result.times
+        return data, result.warnings, result.notes, result.times, result.settled
 
 
 def _cluster(ray, workers: int, address: str | None) -> tuple[bool, dict]:
@@ -130,7 +130,7 @@ def run_on_ray(job: JobSpec, todo: list[Segment], folder: Path, engine_factory,
             for ref in ready:
                 actor, segment = running.pop(ref)
                 try:
-                    data, warnings, notes, times = ray.get(ref)
+                    data, warnings, notes, times, settled = ray.get(ref)
                 except ray.exceptions.RayActorError:
                     attempts[segment.index] += 1
                     if attempts[segment.index] > config.job.retries:
@@ -148,7 +148,7 @@ def run_on_ray(job: JobSpec, todo: list[Segment], folder: Path, engine_factory,
                     raise
                 file = store_segment(folder / segment.name, data)
                 drain_progress()
-                on_finished(SegmentResult(segment, file, warnings, notes, times))
+                on_finished(SegmentResult(segment, file, warnings, notes, times, settled))
                 idle.append(actor)
     finally:
         for actor in {id(a): a for a in actors + idle + [a for a, _ in running.values()]}.values():

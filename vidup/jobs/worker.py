@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from vidup.config import VidupConfig
-from vidup.engines.base import Engine, load_engine
+from vidup.engines.base import Engine, load_engine, settled_values
 from vidup.errors import JobError
 from vidup.jobs.plan import Segment
 from vidup.jobs.segments import SegmentEncoder, SegmentFile
@@ -41,6 +41,7 @@ class SegmentResult:
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
     times: "StageTimes"
+    settled: dict  # what "auto" became on the machine that ran the segment
 
 
 class SegmentWorker:
@@ -93,4 +94,5 @@ class SegmentWorker:
             encoder.abort()
             raise
         self.segments_run += 1
-        return SegmentResult(segment, file, tuple(upscaler.warnings), tuple(upscaler.notes), times)
+        return SegmentResult(segment, file, tuple(upscaler.warnings), tuple(upscaler.notes), times,
+                             settled_values(upscaler.config))
