@@ -16,7 +16,7 @@ $(VENV)/.test: $(VENV)/.runtime
 	$(PIP) install -c constraints.txt -e '.[test]'
 	touch $@
 
-.PHONY: demo test bench
+.PHONY: demo test bench gpu-kit
 demo: $(VENV)/.runtime
 	$(VENV)/bin/vidup upscale samples/football_256x144.mp4 out/football_1024.mp4 --overwrite
 
@@ -25,3 +25,8 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(VENV)/bin/python tools/bench.py
+
+# What tools/gpu_check.py needs on a GPU machine with no registry access (wheels, the SR model, the clip); carry
+# gpu-kit/ with the repository there.
+gpu-kit: $(VENV)/.runtime
+	$(VENV)/bin/python tools/gpu_kit.py --out gpu-kit

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import vidup.runner
 from vidup.cli import main
 from vidup.video.colour import HdrMetadata
 from vidup.video.reader import probe
@@ -24,11 +23,10 @@ from media import frame_times, make_clip, packets
 
 
 @pytest.fixture
-def cli(sr_engine, monkeypatch):
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
-
+def cli(sr_engine):
     def run(*args):
-        return CliRunner().invoke(main, ["upscale", *[str(a) for a in args]], catch_exceptions=False)
+        return CliRunner().invoke(main, ["upscale", *[str(a) for a in args]], catch_exceptions=False,
+                                  obj={"engine_factory": lambda config: sr_engine})
 
     return run
 
@@ -503,17 +501,38 @@ def test_pixel_format_choice_keeps_what_the_codec_can(codec, depth, chroma, expe
     assert pix_fmt == expected and (lost in " ".join(notes) if lost else notes == [])
 
 
-@pytest.mark.parametrize("codec", ["h264_nvenc", "hevc_nvenc"])
-def test_nvenc_without_a_gpu_is_a_clear_error_before_any_model_loads(tmp_path, monkeypatch, codec):
-    def no_model(config):
-        raise AssertionError("a model was loaded")
+def nvenc_opens(codec: str) -> bool:
+    """Whether this machine can open the NVIDIA encoder (a driver and a GPU), tried directly through PyAV."""
+    from fractions import Fraction
 
-    monkeypatch.setattr(vidup.runner, "load_engine", no_model)
+    try:
+        context = av.CodecContext.create(codec, "w")
+        context.width, context.height, context.pix_fmt = 256, 144, "yuv420p"
+        context.time_base = Fraction(1, 25)
+        context.open()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.parametrize("codec", ["h264_nvenc", "hevc_nvenc"])
+def test_nvenc_is_a_clear_error_before_any_model_loads_where_it_cannot_open(tmp_path, sr_engine, codec):
+    """Without an NVIDIA GPU: one line before any model loads. With one (checked, not assumed): it encodes."""
+    loaded = []
+
+    def factory(config):
+        loaded.append(config.output.codec)
+        return sr_engine
+
     clip = make_clip(tmp_path / "in.mp4", frames=2)
-    result = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "out.mp4"), "--codec", codec])
+    result = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "out.mp4"), "--codec", codec, "-q",
+                                       "--size", "256"], obj={"engine_factory": factory})
+    if nvenc_opens(codec):
+        assert result.exit_code == 0 and loaded == [codec] and (tmp_path / "out.mp4").exists()
+        return
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and "needs an NVIDIA GPU" in lines[0] and "libx264" in lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"] and not loaded
 
 
 def test_nvenc_takes_its_own_ten_bit_layout():

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import vidup.jobs.worker
-import vidup.runner
 from vidup.cli import main
 from vidup.errors import (
     InputNotFoundError,
@@ -21,13 +19,20 @@ from vidup.errors import (
 from media import frame_times, make_clip, packets
 
 
+ENGINE: dict = {}  # the engine factory the CLI is given (monkeypatch.setitem: restored after each test)
+
+
 def run_cli(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-    return result
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False,
+                              obj={"engine_factory": ENGINE.get("factory")})
+
+
+def no_model(config):
+    raise AssertionError("a model was loaded")
 
 
 def test_upscale_the_sample_end_to_end(tmp_path, sample, sr_engine, monkeypatch):
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
+    monkeypatch.setitem(ENGINE, "factory", lambda config: sr_engine)
     out = tmp_path / "up.mp4"
     result = run_cli("upscale", sample, out, "--end", "30")
     assert result.exit_code == 0, result.output
@@ -43,7 +48,7 @@ def test_upscale_the_sample_end_to_end(tmp_path, sample, sr_engine, monkeypatch)
 
 
 def test_quiet_prints_nothing(tmp_path, sr_engine, monkeypatch):
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
+    monkeypatch.setitem(ENGINE, "factory", lambda config: sr_engine)
     clip = make_clip(tmp_path / "in.mp4", frames=4, size=(96, 64))
     result = run_cli("upscale", clip, tmp_path / "out.mp4", "--quiet", "--size", "256")
     assert result.exit_code == 0 and result.stderr == "" and result.stdout == ""
@@ -52,7 +57,7 @@ def test_quiet_prints_nothing(tmp_path, sr_engine, monkeypatch):
 def test_display_rotation_is_kept(tmp_path, sr_engine, monkeypatch):
     from vidup.video import probe
 
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
+    monkeypatch.setitem(ENGINE, "factory", lambda config: sr_engine)
     clip = make_clip(tmp_path / "phone.mp4", frames=4, rotation=90)
     assert probe(clip).rotation == 90
     out = tmp_path / "phone_up.mp4"
@@ -62,7 +67,7 @@ def test_display_rotation_is_kept(tmp_path, sr_engine, monkeypatch):
 
 
 def test_odd_input_size(tmp_path, sr_engine, monkeypatch):
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
+    monkeypatch.setitem(ENGINE, "factory", lambda config: sr_engine)
     clip = make_clip(tmp_path / "odd.mkv", frames=5, size=(175, 99), subtitles=True)
     out = tmp_path / "odd_up.mkv"
     assert run_cli("upscale", clip, out, "-q").exit_code == 0
@@ -73,7 +78,7 @@ def test_odd_input_size(tmp_path, sr_engine, monkeypatch):
 
 
 def test_size_and_scale_flags(tmp_path, sr_engine, monkeypatch):
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
+    monkeypatch.setitem(ENGINE, "factory", lambda config: sr_engine)
     clip = make_clip(tmp_path / "in.mp4", frames=2, size=(64, 48))
     for flags, expected in [(["--size", "320x240"], (320, 240)), (["--scale", "2"], (128, 96)),
                             (["--size", "200"], (200, 150))]:
@@ -112,11 +117,15 @@ def _bad_inputs(tmp_path):
     }
 
 
-def test_bad_inputs_fail_cleanly_before_any_model_loads(tmp_path, monkeypatch):
-    def no_model(config):
-        raise AssertionError("a model was loaded for bad input")
+def test_the_engine_seam_is_what_loads_the_model(tmp_path, monkeypatch):
+    """The guard the bad-input tests rely on: with good input, the factory given to the CLI is called."""
+    monkeypatch.setitem(ENGINE, "factory", no_model)
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        run_cli("upscale", make_clip(tmp_path / "good.mp4", frames=2), tmp_path / "out.mp4", "-q")
 
-    monkeypatch.setattr(vidup.runner, "load_engine", no_model)
+
+def test_bad_inputs_fail_cleanly_before_any_model_loads(tmp_path, monkeypatch):
+    monkeypatch.setitem(ENGINE, "factory", no_model)
     before = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
     for case, (args, error) in _bad_inputs(tmp_path).items():
         before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
@@ -137,7 +146,7 @@ def test_bad_input_through_the_console_script(tmp_path):
 
 
 def test_corrupt_clip_midway_fails_and_writes_nothing_unless_asked(tmp_path, sr_engine, monkeypatch):
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
+    monkeypatch.setitem(ENGINE, "factory", lambda config: sr_engine)
     clip = make_clip(tmp_path / "in.mkv", frames=40)
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
@@ -149,25 +158,28 @@ def test_corrupt_clip_midway_fails_and_writes_nothing_unless_asked(tmp_path, sr_
     assert 0 < len(frame_times(tmp_path / "out.mkv")) < 40
 
 
+TERMINATED_RUN = """
+import signal, sys
+from vidup.cli import main
+from vidup.testing import EngineFactory
+main(sys.argv[1:], obj={"engine_factory": EngineFactory(kill_after=10, kill_signal=signal.SIGTERM)})
+"""
+
+
 def test_sigterm_midway_exits_143_and_leaves_no_output(tmp_path, sample):
+    """SIGTERM arrives at frame 10, sent by the engine itself: deterministic, no polling for a moment to send it."""
     import signal
-    import time
 
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "vidup", "upscale", str(sample), str(out_dir / "up.mp4"), "-q"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    job = out_dir / ".up.mp4.vidup"
-    while not list(job.glob(".segment-*.part")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # the first segment's temporary file appears once frames start flowing
-    assert proc.poll() is None, "finished before it could be interrupted"
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    proc = subprocess.run([sys.executable, "-c", TERMINATED_RUN, "upscale", str(sample), str(out_dir / "up.mp4"),
+                           "-q", "--size", "256"], capture_output=True, timeout=300)
+    stderr = proc.stderr
     assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()
     assert b"interrupted; no output was written" in stderr and b"rerun the same command to resume" in stderr
     assert b"Traceback" not in stderr
     # No output and no temporary file: only the job folder, with its manifest, for a resume.
+    job = out_dir / ".up.mp4.vidup"
     assert [p.name for p in out_dir.iterdir()] == [job.name]
     assert [p.name for p in job.iterdir()] == ["manifest.json"]
 
@@ -183,7 +195,7 @@ def test_engine_failure_midway_leaves_no_output_only_the_job_folder(tmp_path, sr
                 raise RuntimeError("injected failure")
             return sr_engine.upscale(frame, size, prior)
 
-    monkeypatch.setattr(vidup.jobs.worker, "load_engine", lambda config: Failing())
+    monkeypatch.setitem(ENGINE, "factory", lambda config: Failing())
     clip = make_clip(tmp_path / "in.mp4", frames=10)
     with pytest.raises(RuntimeError, match="injected"):
         run_cli("upscale", clip, tmp_path / "out.mp4", "-q", "--size", "128")

@@ -1,17 +1,18 @@
 """The fast path: the torch frame path against the OpenCV one, batched against single-frame network calls, the
 threaded pipeline against the serial loop, and the pipeline's order, errors and stops."""
 
+import contextlib
 import threading
 import time
 
 import numpy as np
 import pytest
 
-import vidup.runner
+import vidup.api
 from vidup.config import load_config
 from vidup.engines.sr import SREngine
 from vidup.pipeline import run_pipeline
-from vidup.runner import Upscaler
+from vidup.upscaler import Upscaler
 from media import decoded, make_clip
 
 
@@ -140,12 +141,11 @@ def test_batched_upscaler_matches_frame_by_frame(sample_frames):
 def test_pipeline_and_serial_runs_write_the_same_video(tmp_path, sample, sr_engine, monkeypatch):
     from media import decoded as decode_all
 
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
     outs = {}
     for overlap in (False, True):
         config = load_config(overrides={"quiet": True, "end": "30", "pipeline": overlap})
         path = tmp_path / f"{overlap}.mp4"
-        report = vidup.runner.upscale_video(sample, path, config)
+        report = vidup.api.upscale_video(sample, path, config, engine=sr_engine)
         assert report.frames == 30
         outs[overlap] = decode_all(path)
     assert all(np.array_equal(a, b) for a, b in zip(outs[False], outs[True]))
@@ -189,30 +189,31 @@ def test_an_error_in_any_stage_stops_every_stage_and_is_raised_as_it_was():
         for x in run_pipeline(source(), failing, lambda items: (x + 1 for x in items)):
             seen.append(x)
     assert seen == [1, 2, 3, 4, 5]
-    time.sleep(0.3)
+    # the pipeline joins its stages before the error leaves it: no waiting here
     assert len(produced) < 20  # the source stopped instead of decoding on
     assert not [t for t in threading.enumerate() if t.name.startswith("vidup-")]
 
 
 def test_leaving_early_stops_the_stages():
     taken = []
-    for x in run_pipeline(iter(range(10_000)), lambda items: (x for x in items)):
-        taken.append(x)
-        if x == 3:
-            break
-    time.sleep(0.3)
+    with contextlib.closing(run_pipeline(iter(range(10_000)), lambda items: (x for x in items))) as items:
+        for x in items:
+            taken.append(x)
+            if x == 3:
+                break
+    # closing the pipeline joins its stages: no waiting here
     assert taken == [0, 1, 2, 3] and not [t for t in threading.enumerate() if t.name.startswith("vidup-")]
 
 
 def test_a_reader_error_midway_surfaces_through_the_pipeline(tmp_path, sr_engine, monkeypatch):
     from vidup.errors import CorruptInputError
 
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
     clip = make_clip(tmp_path / "in.mkv", frames=40)
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
     with pytest.raises(CorruptInputError, match="frames decoded"):
-        vidup.runner.upscale_video(cut, tmp_path / "out.mkv", load_config(overrides={"quiet": True, "size": "128"}))
+        vidup.api.upscale_video(cut, tmp_path / "out.mkv", load_config(overrides={"quiet": True, "size": "128"}),
+                                   engine=sr_engine)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mkv", "in.mkv"]
 
 
@@ -237,11 +238,10 @@ def test_parallel_flow_gives_the_sequential_motions(bikes):
 def test_pipeline_with_flow_workers_writes_the_serial_video(tmp_path, sample, sr_engine, monkeypatch):
     from media import decoded as decode_all
 
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda config: sr_engine)
     outs = {}
     for overlap, workers in ((False, "1"), (True, "3")):
         config = load_config(overrides={"quiet": True, "end": "20", "pipeline": overlap,
                                         "temporal.flow_workers": workers})
-        vidup.runner.upscale_video(sample, tmp_path / f"{overlap}.mp4", config)
+        vidup.api.upscale_video(sample, tmp_path / f"{overlap}.mp4", config, engine=sr_engine)
         outs[overlap] = decode_all(tmp_path / f"{overlap}.mp4")
     assert len(outs[True]) == 20 and all(np.array_equal(a, b) for a, b in zip(outs[False], outs[True]))

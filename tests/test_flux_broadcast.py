@@ -12,10 +12,11 @@ import torch
 from click.testing import CliRunner
 
 from vidup.config import load_config
-from vidup.engines.flux import FluxEngine
+from vidup.engines.flux.engine import FluxEngine
 from vidup.engines.flux.latents import pack, unpack
 from vidup.engines.flux.sampler import noise_to, start
-from vidup.engines.flux.schedule import Schedules, image_seq_len, start_index
+from vidup.engines.flux.schedule import Schedules, image_seq_len
+from vidup.steps import start_index
 from vidup.engines.flux.tiles import model_calls_per_step, plan_tiles, tiled_velocity
 from media import make_clip, pattern
 
@@ -290,7 +291,7 @@ def test_cached_sampling_reads_nothing_from_the_device_in_the_step_it_was_comput
 def test_guidance_free_base_runs_with_the_upscaler_controlnet(tiny_flux):
     """FLUX.1-schnell embeds no guidance and shifts by a fixed amount; the ControlNet upscaler still takes
     guidance. Both stages run, keyframe and propagated."""
-    from vidup.runner import Upscaler
+    from vidup.upscaler import Upscaler
 
     engine = FluxEngine(flux_config(tiny_flux, **{"flux.model": str(tiny_flux["schnell"])}))
     assert not engine.components.guidance_embeds and engine.components.controlnet.config.guidance_embeds

@@ -15,11 +15,12 @@ import torch
 from click.testing import CliRunner
 
 from vidup.config import load_config
-from vidup.engines.flux import FluxEngine
+from vidup.engines.flux.engine import FluxEngine
 from vidup.engines.flux.memory import MemoryPlan, choose_memory_plan, working_bytes
 from vidup.engines.flux.latents import pack, unpack
 from vidup.engines.flux.sampler import noise_to, start
-from vidup.engines.flux.schedule import Schedules, denoising_steps, image_seq_len
+from vidup.engines.flux.schedule import Schedules, image_seq_len
+from vidup.steps import denoising_steps
 from vidup.errors import ConfigError, ModelNotFoundError
 from vidup.sizing import resize_rgb
 from media import frame_times, make_clip, packets, pattern
@@ -47,7 +48,7 @@ PAN = [np.roll(pattern(0, 40, 30), shift, axis=1) for shift in range(6)]  # the 
 
 
 def upscaler(config):
-    from vidup.runner import Upscaler
+    from vidup.upscaler import Upscaler
 
     return Upscaler(config, FluxEngine(config))
 
@@ -354,7 +355,7 @@ def test_no_module_moves_while_frames_run_and_text_encoders_leave(tiny_flux, off
     assert engine.placer.location == {"transformer": "device", "controlnet": "device", "vae": "device",
                                       "text_encoder": "host", "text_encoder_2": "host"}
     assert sum(1 for name, where in moves if where == "device") == 5  # each module uploaded once per clip
-    from vidup.runner import Upscaler
+    from vidup.upscaler import Upscaler
 
     runner = Upscaler(engine.config, engine)
     for frame in PAN[:3]:
@@ -372,7 +373,7 @@ def test_sequential_plan_streams_blocks_and_runs(tiny_flux):
 def test_out_of_memory_backoff_turns_on_vae_tiling_then_streams_blocks_and_keeps_the_frame(tiny_flux):
     """A FLUX frame that runs out of memory is retried: VAE tiling first, then sequential offload; the frame
     comes out (the same as without the fault), and a segment start restores the VAE tiling setting."""
-    from vidup.runner import Upscaler
+    from vidup.upscaler import Upscaler
 
     config = flux_config(tiny_flux, **{"flux.vae_tiling": False})
     clean = FluxEngine(config)
@@ -551,7 +552,7 @@ def test_sr_init_uses_the_sr_engine(tiny_flux):
 
 
 def test_prompt_is_encoded_once_per_clip(tiny_flux, tmp_path):
-    from vidup.runner import upscale_video
+    from vidup.api import upscale_video
 
     engine = FluxEngine(flux_config(tiny_flux))
     calls = []

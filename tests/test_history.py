@@ -6,7 +6,7 @@ import torch
 
 from vidup import load_config
 from vidup.metrics import detail_energy, detail_per_shot
-from vidup.runner import Upscaler
+from vidup.upscaler import Upscaler
 from vidup.temporal import torch_ops
 from vidup.temporal.flow import warp
 from vidup.temporal.seeding import HistoryBlend, blend_high_frequencies, rectified_blend

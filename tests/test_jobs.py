@@ -16,7 +16,7 @@ from vidup.errors import ConfigError, EngineMemoryError, OutputWriteError
 from vidup.jobs.manifest import job_folder
 from vidup.jobs.plan import split_shots
 from vidup.metrics import evaluate_video
-from vidup.runner import Upscaler
+from vidup.upscaler import Upscaler
 from vidup.testing import EngineFactory
 from vidup.video.reader import VideoReader
 
@@ -211,7 +211,7 @@ def test_the_plan_and_the_streaming_path_analyse_frames_at_one_resolution(bikes,
     """bikes (640x272) is above the flow resolution cap: the plan once decoded it smaller than the streaming path
     analysed it, so a borderline cut could fall differently in a preview than in the job."""
     from vidup.jobs.plan import make_plan
-    from vidup.runner import describe_clip
+    from vidup.video.clip import describe_clip
     from vidup.temporal.state import MotionAnalyser
     from vidup.video.reader import Position, probe
 

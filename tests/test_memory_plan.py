@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vidup import load_config
-from vidup.engines.flux import memory
+from vidup.train import trainer
 from vidup.engines.flux.memory import GIB, Placer, choose_memory_plan, on_device, working_bytes
 from vidup.train.trainer import Validator, validation_plan
 
@@ -99,7 +99,7 @@ def test_the_validator_plans_from_the_device_and_never_moves_the_transformer_to_
     validator.held_out = [("a", np.zeros((768, 1344, 3), np.uint8)), ("b", np.zeros((1024, 1024, 3), np.uint8))]
     validator.engine = SimpleNamespace(placement=SimpleNamespace(device=CUDA), flux=load_config(overrides=MARGINS).flux,
                                        components=components, placer=None)
-    monkeypatch.setattr(memory, "free_device_memory", lambda device: 20 * GIB)
+    monkeypatch.setattr(trainer, "free_device_memory", lambda device: 20 * GIB)
     chosen = validator.memory_plan()
     assert chosen.offload == "none", chosen.reason  # without counting the resident transformer: not even model
     placer = validator.engine.placer = Placer(modules, chosen, CUDA)

@@ -191,12 +191,11 @@ def test_closed_output_pipe_is_a_clear_error(upscaler_factory):
 
 
 def test_upscaler_api_gives_the_same_frames_as_the_cli(tmp_path, sr_engine, monkeypatch):
-    import vidup.runner
+    import vidup.api
 
     clip = make_clip(tmp_path / "in.mp4", frames=6, size=(96, 64))
     config = load_config(overrides={"size": "128", "quiet": True, "output.codec": "ffv1", "output.pix_fmt": "yuv444p"})
-    monkeypatch.setattr(vidup.runner, "load_engine", lambda c: sr_engine)
-    upscale_video(clip, tmp_path / "out.mkv", config)
+    upscale_video(clip, tmp_path / "out.mkv", config, engine=sr_engine)
     from_file = decoded(tmp_path / "out.mkv")
     with av.open(str(clip)) as c:  # av.VideoFrame input works as well as arrays
         api = list(Upscaler(config, sr_engine).upscale(c.decode(video=0)))

@@ -9,7 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from vidup.metrics import evaluate, psnr_y
-from vidup.temporal.flow import FlowEstimator, flow_pair, upsample_flow, warp, warp_torch
+from vidup.temporal import torch_ops
+from vidup.temporal.flow import FlowEstimator, flow_pair, upsample_flow, warp
 from vidup.temporal.seeding import adain_color_fix, blend_high_frequencies, wavelet_color_fix
 from vidup.temporal.shots import ShotDetector
 from vidup.temporal.state import TemporalTracker
@@ -39,7 +40,8 @@ def test_warp_torch_matches_cv2():
     flow = np.zeros((32, 48, 2), np.float32)
     flow[..., 0], flow[..., 1] = 1.5, -0.5
     ours = warp(image.astype(np.float32), flow)
-    theirs = warp_torch(torch.from_numpy(image).permute(2, 0, 1)[None].float(), torch.from_numpy(flow)[None])
+    theirs = torch_ops.warp(torch.from_numpy(image).permute(2, 0, 1)[None].float(),
+                            torch.from_numpy(flow).permute(2, 0, 1)[None])
     theirs = theirs[0].permute(1, 2, 0).numpy()
     assert np.abs(ours - theirs)[2:-2, 2:-2].max() < 1e-3
 
@@ -161,7 +163,7 @@ def test_eval_cli_prints_a_table_and_json(tmp_path, sample):
 
 def test_sr_temporal_lowers_warping_error_on_the_sample(sample, sr_engine):
     from vidup.config import load_config
-    from vidup.runner import Upscaler
+    from vidup.upscaler import Upscaler
 
     lows = decoded(sample)[10:22]
     results = {}
@@ -198,7 +200,7 @@ def test_flow_on_a_small_input_is_refined_to_full_resolution():
 
 def test_the_config_reaches_the_flow_estimator(sample):
     from vidup import load_config
-    from vidup.runner import Upscaler
+    from vidup.upscaler import Upscaler
 
     for side in (0, 240):
         upscaler = Upscaler(load_config(overrides={"temporal.flow_field_side": side, "quiet": True}))

@@ -158,7 +158,7 @@ def test_loss_falls_on_a_memorised_image(tmp_path, tiny_flux):
 
 
 def test_the_saved_lora_loads_with_lora_and_changes_the_output_and_not_at_scale_0(tmp_path, tiny_flux):
-    from vidup.engines.flux import FluxEngine
+    from vidup.engines.flux.engine import FluxEngine
 
     data = image_folder(tmp_path / "data", 2)
     out = tmp_path / "football.safetensors"
@@ -228,7 +228,7 @@ def test_validation_sheets_and_the_loss_curve(tmp_path, tiny_flux, monkeypatch):
 
 
 def test_a_validation_out_of_memory_skips_the_sheets_and_training_goes_on(tmp_path, tiny_flux, monkeypatch, caplog):
-    from vidup.engines.flux import FluxEngine
+    from vidup.engines.flux.engine import FluxEngine
 
     validators = recorded_validators(monkeypatch)
     calls = []
@@ -252,7 +252,7 @@ def test_a_validation_out_of_memory_skips_the_sheets_and_training_goes_on(tmp_pa
 
 def test_a_kohya_format_flux_lora_loads_through_lora(tmp_path, tiny_flux):
     """KohyaSS (sd-scripts) names, with fused qkv, as users bring them; diffusers converts them on load."""
-    from vidup.engines.flux import FluxEngine
+    from vidup.engines.flux.engine import FluxEngine
 
     config = train_config(tiny_flux, size="64")
     engine = FluxEngine(config)

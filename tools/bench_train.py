@@ -55,8 +55,10 @@ def tiny_cpu(steps: int = 20, resolution: int = 64) -> dict:
             "optimizer": report.optimizer}
 
 
-def full_gpu(checkpointing: bool, eight_bit: bool, steps: int = 5) -> dict:
-    """The FLUX.1-dev transformer (random bf16 weights) with a rank-16 LoRA, one 1024x1024 latent, batch 1."""
+def full_gpu(checkpointing: bool, eight_bit: bool, steps: int = 5, size: str = "full", device: str = "cuda",
+             latent_side: int = 128, text_tokens: int = 512) -> dict:
+    """The FLUX.1-dev transformer (random bf16 weights) with a rank-16 LoRA, one 1024x1024 latent, batch 1.
+    `size="tiny"` with a small `latent_side` runs the same step on the CPU in float32 (tools/gpu_check.py --tiny)."""
     from make_tiny_flux import random_modules
     from peft import LoraConfig
 
@@ -64,12 +66,15 @@ def full_gpu(checkpointing: bool, eight_bit: bool, steps: int = 5) -> dict:
     from vidup.engines.flux.engine import flux_velocity, make_conditioning
     from vidup.train.trainer import ATTENTION_TARGETS, make_optimizer
 
-    device = torch.device("cuda")
-    torch.cuda.reset_peak_memory_stats()
-    modules = random_modules("full", torch.bfloat16, device)
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if cuda else torch.float32
+    modules = random_modules(size, dtype, device)
     transformer = modules.pop("transformer")
     del modules  # the text encoders, VAE and ControlNet are not part of a training step
-    torch.cuda.empty_cache()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()  # after they are gone: they would count in the peak
     transformer.requires_grad_(False)
     transformer.add_adapter(LoraConfig(r=16, lora_alpha=16, init_lora_weights="gaussian",
                                        target_modules=ATTENTION_TARGETS), adapter_name="vidup")
@@ -84,12 +89,15 @@ def full_gpu(checkpointing: bool, eight_bit: bool, steps: int = 5) -> dict:
         lr, weight_decay = 1e-4, 1e-4
 
     optimizer = make_optimizer("adamw8bit" if eight_bit else "adamw", params, Settings)
-    x0 = torch.randn(1, 16, 128, 128, device=device)
+    x0 = torch.randn(1, 16, latent_side, latent_side, device=device)
     packed = lat.pack(x0)
-    cond = make_conditioning(torch.randn(1, 512, 4096), torch.randn(1, 768), 128, 128, device, torch.bfloat16, 1.0)
+    dims = transformer.config
+    cond = make_conditioning(torch.randn(1, text_tokens, dims.joint_attention_dim),
+                             torch.randn(1, dims.pooled_projection_dim), latent_side, latent_side, device, dtype, 1.0)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     times = []
     for _ in range(steps + 1):
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         noise = torch.randn_like(packed)
         sigma = torch.rand(1, device=device)
@@ -98,10 +106,10 @@ def full_gpu(checkpointing: bool, eight_bit: bool, steps: int = 5) -> dict:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        sync()
         times.append(time.perf_counter() - t0)
     return {"checkpointing": checkpointing, "adam_8bit": eight_bit, "s_per_step": float(np.median(times[1:])),
-            "peak_vram_gib": torch.cuda.max_memory_allocated() / 2**30}
+            "peak_vram_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def downscale(frames, factor=4):
 
 
 def run(config, lows, size, engine=None):
-    from vidup.runner import Upscaler
+    from vidup.upscaler import Upscaler
 
     upscaler = Upscaler(config, engine)
     upscaler.target_size = lambda w, h: size  # evaluate at the ground truth's size
@@ -116,7 +116,7 @@ def main() -> None:
 
     if not args.skip_flux:
         from make_tiny_flux import build
-        from vidup.engines.flux import FluxEngine
+        from vidup.engines.flux.engine import FluxEngine
 
         with tempfile.TemporaryDirectory() as tmp:
             paths = build(Path(tmp))

@@ -7,11 +7,13 @@ Library API (the CLI is a thin layer over it):
     load_engine(config)                   -> Engine
 """
 
-__version__ = "0.1.0"
+from vidup.api import upscale_video
+from vidup.config import VidupConfig, load_config
+from vidup.engines.base import load_engine
+from vidup.errors import VidupError
+from vidup.report import RunReport
+from vidup.upscaler import Upscaler
+from vidup.version import __version__
 
-from vidup.config import VidupConfig, load_config  # noqa: E402
-from vidup.engines.base import load_engine  # noqa: E402
-from vidup.errors import VidupError  # noqa: E402
-from vidup.runner import RunReport, Upscaler, upscale_video  # noqa: E402
-
-__all__ = ["RunReport", "Upscaler", "VidupConfig", "VidupError", "load_config", "load_engine", "upscale_video"]
+__all__ = ["RunReport", "Upscaler", "VidupConfig", "VidupError", "__version__", "load_config", "load_engine",
+           "upscale_video"]

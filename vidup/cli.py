@@ -7,9 +7,16 @@ import sys
 
 import click
 
-from vidup import __version__
+from vidup.version import __version__
 from vidup.config import CACHE_KINDS, CODECS, DEINTERLACE_MODES, CONTROL_IMAGES, OFFLOAD_MODES, X26X_PRESETS, load_config
+from vidup.api import upscale_video
+from vidup.engines.base import ENGINES
+from vidup.engines.flux.weights import FLUX_WEIGHTS
+from vidup.engines.weights import BUNDLED_MODELS, DEFAULT_MODEL, package_folder
 from vidup.errors import ConfigError, VidupError
+from vidup.filter import run_filter
+from vidup.metrics import evaluate_video, report_json
+from vidup.preview import preview_frame, save_sheet
 
 
 def _interrupt(signum, frame):
@@ -109,8 +116,16 @@ def build_config(config_file=None, **flags):
 
 @click.group(cls=VidupGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vidup")
-def main():
+@click.pass_context
+def main(ctx):
     """vidup: upscale sports broadcast clips."""
+    ctx.ensure_object(dict)
+
+
+def _engine_factory():
+    """The one injection seam for engines: `main(obj={"engine_factory": f})` (tests, embedding programs); the
+    registry's `load_engine` otherwise."""
+    return click.get_current_context().find_root().obj.get("engine_factory")
 
 
 @main.command()
@@ -140,10 +155,8 @@ def main():
               help="Start afresh, discarding the job folder an interrupted run left (it resumes by default).")
 def upscale(input_path, output_path, **flags):
     """Upscale the clip IN into the new file OUT, copying every other stream."""
-    from vidup.runner import upscale_video
-
     config = build_config(**flags)
-    report = upscale_video(input_path, output_path, config)
+    report = upscale_video(input_path, output_path, config, engine_factory=_engine_factory())
     if not config.quiet:
         for note in report.notes:
             click.echo(f"vidup: note: {note}", err=True)
@@ -174,10 +187,9 @@ def upscale(input_path, output_path, **flags):
 @engine_options
 def preview(clip, frame, seconds, context, output_path, **flags):
     """Write a QA sheet for one frame: input, Lanczos, every engine stage, zoomed crops, timings."""
-    from vidup.preview import preview_frame, save_sheet
-
     config = build_config(**flags)
-    result = preview_frame(clip, config, frame=frame, seconds=seconds, context=context)
+    result = preview_frame(clip, config, frame=frame, seconds=seconds, context=context,
+                           engine_factory=_engine_factory())
     save_sheet(result.sheet, output_path)
     if not config.quiet:
         names = ", ".join(p.name for p in result.panels)
@@ -193,10 +205,9 @@ def preview(clip, frame, seconds, context, output_path, **flags):
 @engine_options
 def filter_(stream_format, input_size, fps, **flags):
     """Upscale frames from stdin to stdout (y4m or raw rgb24), for ffmpeg/vspipe pipelines."""
-    from vidup.filter import run_filter
-
     config = build_config(**flags)
-    run_filter(sys.stdin.buffer, sys.stdout.buffer, config, stream_format, input_size, fps)
+    run_filter(sys.stdin.buffer, sys.stdout.buffer, config, stream_format, input_size, fps,
+               engine_factory=_engine_factory())
 
 
 @main.command("eval")
@@ -209,8 +220,6 @@ def filter_(stream_format, input_size, fps, **flags):
 def evaluate(output_path, reference, input_path, per_frame, as_json):
     """Measure OUT: PSNR/SSIM on Y and tOF against --reference; E_warp and flicker always; detail against
     --per-frame (or the --input upscaled), with its lowest value and decay per shot."""
-    from vidup.metrics import evaluate_video, report_json
-
     report = evaluate_video(output_path, reference, input_path, per_frame=per_frame)
     click.echo(report_json(report) if as_json else report.table())
 
@@ -257,10 +266,6 @@ def train_lora_command(data, output_path, config_file, resume, **flags):
 @main.command()
 def models():
     """List engines and bundled SR models with their licences."""
-    from vidup.engines.base import ENGINES
-    from vidup.engines.flux.weights import FLUX_WEIGHTS
-    from vidup.engines.weights import BUNDLED_MODELS, DEFAULT_MODEL, package_folder
-
     click.echo("engines:")
     for engine in ENGINES.values():
         click.echo(f"  {engine.name:<8} {engine.summary}")

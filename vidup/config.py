@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 
 from vidup.errors import ConfigError
 from vidup.sizing import SizeSpec
+from vidup.steps import denoising_steps
 
 ENGINE_NAMES = ("sr", "flux")  # the registry in vidup.engines.base holds exactly these
 DEINTERLACE_MODES = ("auto", "field", "frame", "off")
@@ -41,7 +43,10 @@ class SRConfig:
     # colours (75% bars: 191 -> green 221), and kits and graphics must keep theirs.
     color_anchor: bool = True
     color_anchor_sigma: float = 1.0  # Gaussian sigma in input pixels below which the input's content is kept
-    batch: str = "auto"  # frames per network call: auto (8 on a GPU, 1 on the CPU) or a number
+    batch: str = "auto"  # frames per network call: auto (SR_AUTO_BATCH_GPU on a GPU, 1 on the CPU) or a number
+
+
+SR_AUTO_BATCH_GPU = 8  # SR frames per network call on an accelerator when sr.batch is auto (input up to 1 Mpixel)
 
 
 OFFLOAD_MODES = ("auto", "none", "model", "sequential")
@@ -352,8 +357,6 @@ class VidupConfig:
             raise ConfigError("temporal.new_content_steps must be at least 1")
 
     def _validate_flux(self) -> None:
-        from vidup.engines.flux.schedule import denoising_steps
-
         flux, temporal = self.flux, self.temporal
         for name, value, low, high in (("strength", flux.strength, 0.0, 1.0),
                                        ("stage2_strength", flux.stage2_strength, 0.0, 1.0),
@@ -397,10 +400,18 @@ class VidupConfig:
             if denoising_steps(steps, strength) < 1:
                 raise ConfigError(f"{what} leaves no denoising step ({steps} x {strength}); raise the strength or the "
                                   "step count")
-        from vidup.engines.flux.weights import parse_lora_spec
-
         for spec in flux.loras + ([flux.turbo_lora] if flux.turbo_lora else []):
             parse_lora_spec(spec)
+
+
+def parse_lora_spec(spec: str) -> tuple[str, float]:
+    """'path[:scale]' -> (path, scale); the scale defaults to 1.0."""
+    path, _, tail = str(spec).rpartition(":")
+    if path and re.fullmatch(r"-?\d+(\.\d*)?", tail):
+        return path, float(tail)
+    if not spec:
+        raise ConfigError("an empty --lora was given")
+    return str(spec), 1.0
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

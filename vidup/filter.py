@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import sys
 from fractions import Fraction
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from vidup.config import VidupConfig
+from vidup.engines.base import Engine
 from vidup.errors import ConfigError, PipeFormatError, VidupError
-from vidup.runner import Upscaler, progress_bar
+from vidup.upscaler import Upscaler
+from vidup.progress import progress_bar
 from vidup.video.describe import describe_output
 from vidup.video.pipe import RawWriter, StreamFormat, Y4MWriter, read_raw_rgb, read_y4m
 
@@ -34,7 +36,8 @@ def _parse_size(text: str | None) -> tuple[int, int]:
 
 
 def run_filter(stdin: BinaryIO, stdout: BinaryIO, config: VidupConfig, stream_format: str = "y4m",
-               input_size: str | None = None, fps: str | None = None, upscaler: Upscaler | None = None) -> int:
+               input_size: str | None = None, fps: str | None = None, upscaler: Upscaler | None = None,
+               engine_factory: Callable[[VidupConfig], Engine] | None = None) -> int:
     """Returns the number of frames written; raises VidupError subclasses for bad streams and closed pipes."""
     if stream_format == "y4m":
         if input_size or fps:
@@ -49,7 +52,7 @@ def run_filter(stdin: BinaryIO, stdout: BinaryIO, config: VidupConfig, stream_fo
         fmt, frames = StreamFormat(width, height, rate, "rgb24", full_range=True), read_raw_rgb(stdin, width, height)
     # One description for the stream, as for files: the output keeps the input's depth, chroma and range.
     description = describe_output(fmt.source(), upscaler.config if upscaler else config, None)
-    upscaler = upscaler or Upscaler(config, description=description)
+    upscaler = upscaler or Upscaler(config, description=description, engine_factory=engine_factory)
     width, height = fmt.width, fmt.height
     out_w, out_h = description.size
     written = 0

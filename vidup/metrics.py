@@ -21,6 +21,7 @@ import numpy as np
 
 from vidup.temporal.flow import FlowEstimator, consistent_flow, flows_both_ways, luma, upsample_flow, warp
 from vidup.temporal.shots import ShotDetector
+from vidup.video.reader import VideoReader
 
 BLOCK = 16
 
@@ -205,8 +206,6 @@ def evaluate(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray] | N
 
 
 def video_frames(path: str | Path) -> Iterable[np.ndarray]:
-    from vidup.video.reader import VideoReader
-
     return (frame.rgb for frame in VideoReader(path).frames())
 
 

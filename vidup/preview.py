@@ -7,14 +7,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 
 from vidup.config import VidupConfig
+from vidup.engines.base import Engine
 from vidup.errors import ConfigError
 from vidup.pixels import to_8bit
-from vidup.runner import Upscaler, describe_clip
+from vidup.upscaler import Upscaler
+from vidup.video.clip import describe_clip
 from vidup.video.reader import Position, VideoReader, probe
 
 PANEL_WIDTH = 512
@@ -96,7 +99,8 @@ def render_sheet(panels: list[Panel], crops: list[tuple[int, int]], size: tuple[
 
 
 def preview_frame(clip: str | Path, config: VidupConfig, frame: int | None = None, seconds: float | None = None,
-                  context: int = 0, upscaler: Upscaler | None = None) -> Preview:
+                  context: int = 0, upscaler: Upscaler | None = None,
+                  engine_factory: Callable[[VidupConfig], Engine] | None = None) -> Preview:
     """Upscale one frame of `clip` (by index or time) and lay out its QA sheet. Seeks to the keyframe before the
     first frame needed and decodes nothing after the target."""
     if (frame is None) == (seconds is None):
@@ -112,7 +116,7 @@ def preview_frame(clip: str | Path, config: VidupConfig, frame: int | None = Non
         raise ConfigError(f"{clip} has {total} frames (0-{total - 1}); frame {target} is past its end")
     first = max(0, target - context)
     reader = VideoReader(clip, info, on_decode_error=config.on_decode_error, description=description)
-    upscaler = upscaler or Upscaler(config, description=description)
+    upscaler = upscaler or Upscaler(config, description=description, engine_factory=engine_factory)
     start = Position(seconds=first / rate) if first else None
     for decoded in reader.frames(start):
         if decoded.index < first:

@@ -28,11 +28,13 @@ class Resize(torch.nn.Module):
 class FaultySR(SREngine):
     """The SR engine with faults on cue. `oom_above`: network inputs (whole frames or tiles) with a side over
     this raise CUDA out of memory, from network call `oom_from` on. `kill_after`: after this many frames the
-    process dies: SIGKILL (a kill -9), or, with `marker`, os._exit the first time only (a Ray worker lost once)."""
+    process gets `kill_signal` (SIGKILL: a kill -9; SIGTERM: a scheduler stopping it), or, with `marker`, exits
+    with os._exit the first time only (a Ray worker lost once)."""
 
     oom_above: int | None = None
     oom_from: int = 0
     kill_after: int | None = None
+    kill_signal: int = signal.SIGKILL
     marker: str | None = None
     calls = 0
     frames = 0
@@ -46,7 +48,7 @@ class FaultySR(SREngine):
     def upscale(self, frame, size, prior=None, prepared=None):
         if self.kill_after is not None and self.frames == self.kill_after:
             if self.marker is None:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), self.kill_signal)
             elif not Path(self.marker).exists():
                 Path(self.marker).touch()
                 os._exit(1)
@@ -60,6 +62,7 @@ class EngineFactory:
     oom_above: int | None = None
     oom_from: int = 0
     kill_after: int | None = None
+    kill_signal: int = signal.SIGKILL
     marker: str | None = None
 
     def __call__(self, config) -> FaultySR:
@@ -74,7 +77,7 @@ class EngineFactory:
                               backend=config.temporal.backend)
             engine.name = "null"
         engine.oom_above, engine.oom_from = self.oom_above, self.oom_from
-        engine.kill_after, engine.marker = self.kill_after, self.marker
+        engine.kill_after, engine.kill_signal, engine.marker = self.kill_after, self.kill_signal, self.marker
         return engine
 
 

@@ -4,36 +4,17 @@ every "auto" that depends on the machine once, at the edge."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol
+from typing import Callable
 
-import numpy as np
 import torch
 
-from vidup.config import ENGINE_NAMES, SETTLED_SETTINGS, VidupConfig
+from vidup.config import ENGINE_NAMES, SETTLED_SETTINGS, SR_AUTO_BATCH_GPU, VidupConfig
 from vidup.device import choose_placement
+from vidup.engines.contract import Engine, StageOutput  # noqa: F401  (re-exported: the contract's users)
+from vidup.engines.sr import SREngine
+from vidup.errors import ConfigError
 
-AUTO_BATCH_GPU = 8  # SR frames per network call on an accelerator when sr.batch is auto (input up to 1 Mpixel)
 PRECISION_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-@dataclass
-class StageOutput:
-    """One named intermediate image of an engine, kept for QA previews."""
-
-    name: str
-    image: np.ndarray
-    seconds: float
-
-
-class Engine(Protocol):
-    name: str
-
-    def upscale(self, frame: np.ndarray, size: tuple[int, int], prior=None) -> np.ndarray:
-        """RGB uint8 HxWx3 in, RGB uint8 at `size` (width, height) out. `prior` is a `TemporalPrior` from the
-        previous frame of the same shot, or None (first frame, after a cut, or temporal coherence off)."""
-
-    def stages(self) -> list[StageOutput]:
-        """The intermediate images of the last `upscale` call, in order (the last one is the output)."""
 
 
 @dataclass(frozen=True)
@@ -46,19 +27,16 @@ class EngineDescriptor:
 
 
 def _make_sr(config: "VidupConfig") -> Engine:
-    from vidup.engines.sr import SREngine
-
     return SREngine.from_config(config)
 
 
 def _make_flux(config: "VidupConfig") -> Engine:
+    # Imported on use: the FLUX engine needs diffusers (an extra), and its import pulls in torch's compiler.
     try:
         import diffusers  # noqa: F401
     except ImportError:
-        from vidup.errors import ConfigError
-
         raise ConfigError("the flux engine needs diffusers, transformers and peft: pip install 'vidup[flux]'") from None
-    from vidup.engines.flux import FluxEngine
+    from vidup.engines.flux.engine import FluxEngine
 
     return FluxEngine(config)
 
@@ -88,7 +66,7 @@ def settle(config: VidupConfig) -> VidupConfig:
     on a CPU would otherwise mix numerically different segments). Loads nothing."""
     placement = choose_placement(config.device, config.precision, cpu_bf16=ENGINES[config.engine].cpu_bf16)
     on_device = placement.device.type != "cpu"
-    batch = config.sr.batch if config.sr.batch != "auto" else str(AUTO_BATCH_GPU if on_device else 1)
+    batch = config.sr.batch if config.sr.batch != "auto" else str(SR_AUTO_BATCH_GPU if on_device else 1)
     backend = config.temporal.backend if config.temporal.backend != "auto" else ("torch" if on_device else "cv2")
     return replace(config, device=str(placement.device), precision=PRECISION_NAMES[placement.dtype],
                    sr=replace(config.sr, batch=batch), temporal=replace(config.temporal, backend=backend))

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from vidup.device import Placement, choose_placement
-from vidup.engines.base import AUTO_BATCH_GPU, StageOutput
+from vidup.config import SR_AUTO_BATCH_GPU
+from vidup.engines.contract import StageOutput
 from vidup.engines.sr_archs import Architecture
 from vidup.engines.weights import load_sr_model
 from vidup.pixels import peak
@@ -61,7 +62,7 @@ class SREngine:
         self.history = history or HistoryBlend()
         self.color_anchor, self.color_anchor_sigma = color_anchor, color_anchor_sigma
         on_device = placement.device.type != "cpu"
-        self.batch = (AUTO_BATCH_GPU if on_device else 1) if batch == "auto" else int(batch)
+        self.batch = (SR_AUTO_BATCH_GPU if on_device else 1) if batch == "auto" else int(batch)
         self.tensor_path = backend == "torch" or (backend == "auto" and on_device)
         self._last: torch.Tensor | None = None  # the last finished frame, on the device (tensor path)
         self._input_side = 0  # long side of the last network input (the first tile when backing off)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from kornia.models.rrdbnet import RRDBNet
 import torch.nn.functional as F
 from torch import nn
 
@@ -113,8 +114,6 @@ def _span_from_ncnn(layers: list[NcnnLayer]) -> tuple[nn.Module, list[torch.Tens
 
 
 def _rrdbnet(**kwargs) -> nn.Module:
-    from kornia.models.rrdbnet import RRDBNet
-
     return RRDBNet(num_in_ch=3, num_out_ch=3, **kwargs)
 
 

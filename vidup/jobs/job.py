@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from vidup import __version__
+from vidup.version import __version__
 from vidup.config import VidupConfig
 from vidup.engines.base import Engine, settle
 from vidup.errors import ConfigError, EngineMemoryError, JobError, OutputWriteError, TruncatedInputError
@@ -18,15 +18,17 @@ from vidup.jobs.manifest import JobFolder, Manifest, fingerprint, output_setting
 from vidup.jobs.plan import Plan, make_plan, repairs_from
 from vidup.jobs.assemble import assemble
 from vidup.jobs.segments import file_digest
+from vidup.jobs.ray_executor import import_ray, run_on_ray
 from vidup.jobs.worker import JobSpec, SegmentResult, SegmentWorker
+from vidup.progress import progress_bar
+from vidup.report import RunReport, StageTimes
+from vidup.video.clip import describe_clip
 from vidup.video.reader import Position, probe
 from vidup.video.writer import VideoWriter, check_encoder, check_output_path
 
 
 def check_scale_out(config: VidupConfig) -> None:
     if config.job.workers > 1 or config.job.ray_address:
-        from vidup.jobs.ray_executor import import_ray
-
         import_ray()
 
 
@@ -83,8 +85,6 @@ def _window(plan: Plan, info, start: Position | None, end: Position | None, rate
 
 def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig, engine: Engine | None = None,
             engine_factory: Callable[[VidupConfig], Engine] | None = None):
-    from vidup.runner import RunReport, StageTimes, describe_clip, progress_bar
-
     # 1. Checks, before any decoding or model loading. Every "auto" is settled here, on this machine, except on a
     #    Ray cluster elsewhere, whose workers settle it on theirs (each segment records what it ran with).
     config = config.validate()
@@ -152,8 +152,6 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
 
         try:
             if todo and (config.job.workers > 1 or config.job.ray_address):
-                from vidup.jobs.ray_executor import run_on_ray
-
                 ray_startup = run_on_ray(spec, todo, folder.path, engine_factory, bar.update, finished)
             elif todo:
                 worker = SegmentWorker(config, engine, engine_factory)  # the model loads only after every check

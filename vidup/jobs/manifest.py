@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vidup import __version__
+from vidup.version import __version__
 from vidup.config import RUN_ONLY_SETTINGS, VidupConfig
 from vidup.errors import OutputWriteError
 from vidup.jobs.plan import Plan

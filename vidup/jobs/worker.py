@@ -8,19 +8,18 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from vidup.config import VidupConfig
 from vidup.engines.base import Engine, load_engine, settled_values
+from vidup.frame_path import frame_path
 from vidup.errors import JobError
 from vidup.jobs.plan import Segment
 from vidup.jobs.segments import SegmentEncoder, SegmentFile
+from vidup.report import StageTimes
+from vidup.upscaler import Upscaler
 from vidup.video.describe import OutputDescription
 from vidup.video.reader import Position, VideoInfo, VideoReader
-
-if TYPE_CHECKING:
-    from vidup.runner import StageTimes
-
 
 @dataclass
 class JobSpec:
@@ -40,7 +39,7 @@ class SegmentResult:
     file: SegmentFile
     warnings: tuple[str, ...]
     notes: tuple[str, ...]
-    times: "StageTimes"
+    times: StageTimes
     settled: dict  # what "auto" became on the machine that ran the segment
 
 
@@ -57,8 +56,6 @@ class SegmentWorker:
             on_frame: Callable[[], None] | None = None) -> SegmentResult:
         """Encode `segment` into `folder / segment.name`. `input_path`: where this worker finds the input (a copy
         on another machine), if not at `job.input`."""
-        from vidup.runner import StageTimes, Upscaler, frame_path
-
         if self._footprint is not None:
             self.engine.set_footprint(self._footprint)
         upscaler = Upscaler(job.config, self.engine, job.description)

@@ -72,20 +72,6 @@ def warp(image: np.ndarray, flow: np.ndarray, border: int = cv2.BORDER_REPLICATE
     return cv2.remap(image, cv2.add(_grid(h, w), flow), None, interpolation, borderMode=border)
 
 
-def warp_torch(image, flow):
-    """The same backward warp for (B, C, H, W) tensors on any device (flow: B, H, W, 2 in pixels)."""
-    import torch
-    import torch.nn.functional as F
-
-    b, _, h, w = image.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=image.device, dtype=flow.dtype),
-                            torch.arange(w, device=image.device, dtype=flow.dtype), indexing="ij")
-    gx = (xs + flow[..., 0]) / max(w - 1, 1) * 2 - 1
-    gy = (ys + flow[..., 1]) / max(h - 1, 1) * 2 - 1
-    grid = torch.stack([gx, gy], dim=-1)
-    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True)
-
-
 def upsample_flow(flow: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize a flow field to another resolution, scaling its vectors with it (scaled at the small size, where it
     is cheap: resizing is linear)."""

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 
 from vidup.pixels import from_scaled, peak
+from vidup.temporal import torch_ops
+from vidup.temporal.history_constants import ENERGY_SIGMA_FACTOR, FRACTION, RANGE_FLOOR
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,6 @@ class HistoryBlend:
 
     def apply_tensors(self, current, previous, flow, confidence, top: float, scale: float):
         """The device path: (1, 3, H, W) tensors in [0, 1], flow in output pixels."""
-        from vidup.temporal import torch_ops
-
         if self.mode == "highpass":
             return torch_ops.blend_high_frequencies(current, torch_ops.warp(previous, flow), confidence,
                                                     self.strength, self.sigma, top)
@@ -221,9 +221,6 @@ def _local_energy(magnitude: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(_channel_mean(magnitude.astype(np.float32)), (0, 0), sigma / factor)
 
 
-FRACTION = 16  # 8-bit path: sub-code steps of the blended detail (16 x 255 x gain_max 2 fits in int16)
-RANGE_FLOOR = 0.02  # of the peak code: the smallest local range the reactive term divides by (flat areas)
-ENERGY_SIGMA_FACTOR = 3.0  # detail energy is compared over a Gaussian this many times the detail sigma
 
 
 # --- colour and low-frequency anchoring ---------------------------------------------------------------------

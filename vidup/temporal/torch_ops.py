@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidup.temporal.history_constants import ENERGY_SIGMA_FACTOR, FRACTION, RANGE_FLOOR
+
 
 def resize(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Area when shrinking (cv2 INTER_AREA for whole factors), bicubic when enlarging (the CPU path's Lanczos has
@@ -103,8 +105,6 @@ def rectified_blend(current: torch.Tensor, history: torch.Tensor, confidence: to
 
     With `codes` = 255 it rounds where the CPU path's 8-bit fixed point does (the warped history, both blurs, the
     weights, the weighted detail, the energy maps and the gain), so 8-bit results match it within a code or two."""
-    from vidup.temporal.seeding import ENERGY_SIGMA_FACTOR, FRACTION, RANGE_FLOOR
-
     fixed = codes == 255
 
     def q(x: torch.Tensor, steps: float = 255.0) -> torch.Tensor:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,8 +30,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from vidup.config import VidupConfig
+from vidup.device import choose_placement
+from vidup.engines.flux import latents as lat
+from vidup.engines.flux.components import FluxComponents, component_dtypes, encode_prompt
+from vidup.engines.flux.engine import FluxEngine, flux_velocity, make_conditioning
+from vidup.engines.flux.latents import VaeCodec
+from vidup.engines.flux.memory import GIB, choose_memory_plan, free_device_memory, on_device, working_bytes
+from vidup.engines.flux.schedule import Schedules
+from vidup.engines.flux.weights import BASE_PARTS, BASE_PATTERNS, CONTROLNET_PARTS, CONTROLNET_PATTERNS, resolve_model_dir
+from vidup.preview import Panel, choose_crops, render_sheet
+from vidup.progress import progress_bar
 from vidup.errors import CheckpointError, ConfigError, TrainingDataError
 from vidup.train import data as train_data
 
@@ -134,9 +146,6 @@ def _cache_key(items: list, resolution: int, base: Path, max_length: int) -> str
 def prepare_cache(items, components, folder: Path, config: VidupConfig, base: Path) -> tuple[list[dict], int]:
     """Latents and text embeddings of every training item, from the cache when it matches, else encoded once
     and saved. Returns (entries, images encoded now)."""
-    from vidup.engines.flux.components import encode_prompt
-    from vidup.engines.flux.latents import VaeCodec
-
     t = config.train
     key = _cache_key(items, t.resolution, base, config.flux.max_sequence_length)
     cache_file = folder / "cache.pt"
@@ -183,8 +192,6 @@ def save_checkpoint(folder: Path, step: int, transformer, optimizer, generator, 
     torch.save(_rng_state(generator), tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps(dict(meta, step=step, losses=losses), indent=1))
     if path.exists():
-        import shutil
-
         shutil.rmtree(path)
     os.replace(tmp, path)
     return path
@@ -206,8 +213,6 @@ def lora_output_state(transformer, rank: int, alpha: float) -> dict[str, torch.T
 
 
 def save_lora(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(tmp), metadata=metadata)
@@ -244,8 +249,6 @@ def validation_plan(flux, device: torch.device, sizes: dict[str, int], resident:
     copies while their gradients and optimizer state stay on the device. When even `model` may not fit, it is
     `model` with a warning: the planning margins are generous, and a sheet that does run out of memory is skipped
     (`Validator.sheet`) rather than ending the training."""
-    from vidup.engines.flux.memory import GIB, choose_memory_plan, working_bytes
-
     return choose_memory_plan(flux.offload, device, sizes, working_bytes(*size, flux.working_gib_per_mpix), free,
                               int(flux.reserve_gib * GIB), resident=resident, allow_sequential=False)
 
@@ -254,8 +257,6 @@ class Validator:
     """Held-out frames, degraded, upscaled by the two-stage engine with the LoRA as it stands, as QA sheets."""
 
     def __init__(self, config: VidupConfig, components, held_out: list[tuple[str, np.ndarray]]):
-        from vidup.engines.flux import FluxEngine
-
         self.held_out = held_out
         self.enabled = True
         flux = replace(config.flux, loras=[], turbo_lora=None, compile=False, cache="none")
@@ -263,8 +264,6 @@ class Validator:
 
     def memory_plan(self):
         """`validation_plan` for the largest held-out frame, from the device as training leaves it."""
-        from vidup.engines.flux.memory import free_device_memory, on_device
-
         device = self.engine.placement.device
         if device.type == "cuda":
             torch.cuda.empty_cache()  # the training step's cached blocks are free for validation
@@ -306,8 +305,6 @@ class Validator:
         return path
 
     def _rows(self) -> list[np.ndarray]:
-        from vidup.preview import Panel, choose_crops, render_sheet
-
         t = self.engine.config.train
         rows = []
         for name, image in self.held_out:
@@ -334,10 +331,6 @@ class Validator:
 def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume: str | Path | None = None,
                components=None, steps_this_run: int | None = None) -> TrainReport:
     """Train; `steps_this_run` stops early (as an interruption would) after that many steps of this run."""
-    from vidup.device import choose_placement
-    from vidup.engines.flux.weights import (BASE_PARTS, BASE_PATTERNS, CONTROLNET_PARTS, CONTROLNET_PATTERNS,
-                                            resolve_model_dir)
-
     # 1. Checks, before any model loads.
     config = config.validate()
     t, flux = config.train, config.flux
@@ -374,8 +367,6 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
     # 2. The engine's components, through the engine's loading path.
     started = time.perf_counter()
     if components is None:
-        from vidup.engines.flux.components import FluxComponents, component_dtypes
-
         components = FluxComponents.load(base_dir, controlnet_dir, component_dtypes(placement.dtype, placement.device))
     device = placement.device
     if device.type == "cuda":
@@ -400,9 +391,6 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
     # 4. Training.
     from peft import LoraConfig
 
-    from vidup.engines.flux import latents as lat
-    from vidup.engines.flux.engine import flux_velocity, make_conditioning
-    from vidup.engines.flux.schedule import Schedules
 
     transformer = components.transformer.to(device)
     transformer.requires_grad_(False)
@@ -460,7 +448,6 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
     loss_before = fixed_loss()
     batches = epoch_batches(bucket_of, t.batch, t.seed, epoch)
     sheets: list[Path] = []
-    from vidup.runner import progress_bar
 
     run_steps = 0
     with progress_bar(t.steps, config.quiet, output.name) as bar:

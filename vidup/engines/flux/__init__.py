@@ -1,15 +1,3 @@
-"""The two-stage FLUX engine: components, memory plan, schedules, the sampler, caches, noise, propagation.
-
-`FluxEngine` is imported on first use: config validation reads `schedule` without paying for diffusers,
-transformers and torch.compile's machinery on every SR run."""
-
-
-def __getattr__(name: str):
-    if name == "FluxEngine":
-        from vidup.engines.flux.engine import FluxEngine
-
-        return FluxEngine
-    raise AttributeError(name)
-
-
-__all__ = ["FluxEngine"]
+"""The two-stage FLUX engine (`engine.FluxEngine`): components, memory plan, schedules, the sampler, tiles, caches,
+noise, propagation. Nothing is imported here: the registry imports the engine on use, so SR runs never pay for
+diffusers and torch.compile's machinery."""

@@ -22,14 +22,16 @@ import numpy as np
 import torch
 
 from vidup.device import Placement, choose_placement
-from vidup.engines.base import StageOutput
+from vidup.engines.contract import StageOutput
+from vidup.engines.sr import SREngine
 from vidup.engines.flux import latents as lat
 from vidup.engines.flux.cache import make_cache
 from vidup.engines.flux.components import FluxComponents, component_dtypes, encode_prompt, load_lora
 from vidup.engines.flux.memory import MemoryPlan, Placer, choose_memory_plan, free_device_memory, working_bytes
 from vidup.engines.flux.noise import TransportedNoise, fresh_noise, keyframe_noise
 from vidup.engines.flux.sampler import Pin, Step, sample_euler, start
-from vidup.engines.flux.schedule import Plan, Schedules, image_seq_len, start_index
+from vidup.engines.flux.schedule import Plan, Schedules, image_seq_len
+from vidup.steps import start_index
 from vidup.engines.flux.tiles import Tile, needs_tiles, plan_tiles, tiled_velocity
 from vidup.engines.flux.weights import (BASE_PARTS, BASE_PATTERNS, CONTROLNET_PARTS, CONTROLNET_PATTERNS, resolve_lora,
                                         resolve_model_dir)
@@ -133,8 +135,6 @@ class FluxEngine:
         self._conditioning: dict[tuple[int, int], Conditioning] = {}
         self._pre_upscaler = None
         if flux.init == "sr":
-            from vidup.engines.sr import SREngine
-
             self._pre_upscaler = SREngine.from_config(config)
         self.steps_run = dict.fromkeys(STAGES, 0)
         self.frames = {"keyframe": 0, "propagated": 0}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vidup.errors import ConfigError, ModelNotFoundError
+from vidup.config import parse_lora_spec
+from vidup.errors import ModelNotFoundError
 
 BASE_PARTS = ("transformer", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 CONTROLNET_PARTS = ("config.json",)
@@ -32,16 +33,6 @@ FLUX_WEIGHTS = {
                                             NON_COMMERCIAL + " (a FLUX.1-dev derivative)"),
     "black-forest-labs/FLUX.1-schnell": ("base model, guidance-free, few steps (--flux-model)", "Apache-2.0"),
 }
-
-
-def parse_lora_spec(spec: str) -> tuple[str, float]:
-    """'path[:scale]' -> (path, scale); the scale defaults to 1.0."""
-    path, _, tail = str(spec).rpartition(":")
-    if path and re.fullmatch(r"-?\d+(\.\d*)?", tail):
-        return path, float(tail)
-    if not spec:
-        raise ConfigError("an empty --lora was given")
-    return str(spec), 1.0
 
 
 def _cache_dir() -> str:

@@ -1,14 +1,10 @@
-"""The one loop that joins reader, engine and writer. The CLI, the Python API and filter mode all come here."""
+"""`Upscaler`: frame-level upscaling with the clip's state (target size, engine, temporal state, colour path). Every
+entry point runs frames through it: file jobs (per segment), filter mode, previews and the Python API."""
 
 from __future__ import annotations
 
 import logging
 import os
-import sys
-import time
-from collections import deque
-from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import av
@@ -17,62 +13,13 @@ import numpy as np
 from vidup.backoff import with_backoff
 from vidup.config import VidupConfig
 from vidup.engines.base import Engine, load_engine, settle
-from vidup.pipeline import run_pipeline
 from vidup.temporal.state import Motion, TemporalTracker
 from vidup.video.colour import frame_to_rgb
-from vidup.video.deinterlace import decide
-from vidup.video.describe import OutputDescription, describe_output
+from vidup.video.describe import OutputDescription
 from vidup.video.hdr import DisplayReferredPQ, ToneMapToSdr
-from vidup.video.reader import Frame, Repairs, VideoInfo, sniff_interlacing
 
 log = logging.getLogger("vidup")
 MIN_FLOW_SIDE = 12  # DIS optical flow needs frames at least this big on each side
-
-
-@dataclass
-class StageTimes:
-    """Seconds each stage was busy (stages overlap in the pipeline, so these can add up to more than the wall
-    time). The engine's time includes what it waited for from the stages before it."""
-
-    decode: float = 0.0
-    analysis: float = 0.0  # cut detection and optical flow on the input
-    engine: float = 0.0
-    encode: float = 0.0
-    plan: float = 0.0  # the job's pre-pass (wall time)
-    assemble: float = 0.0  # concatenating the segments into the output (wall time)
-
-
-@dataclass
-class RunReport:
-    output: Path
-    frames: int
-    seconds: float
-    size: tuple[int, int]
-    packets_copied: int
-    times: StageTimes = field(default_factory=StageTimes)
-    repairs: Repairs = field(default_factory=Repairs)
-    notes: tuple[str, ...] = ()  # what the output does differently from the source, said once
-    description: OutputDescription | None = None
-    warnings: tuple[str, ...] = ()  # out-of-memory backoffs
-    segments: int = 1
-    segments_run: int = 1  # segments computed by this run (the rest were resumed)
-    segments_resumed: int = 0
-    ray_startup: float | None = None  # seconds to start or join the Ray cluster and its workers
-    settled: dict = field(default_factory=dict)  # what every "auto" became (device, precision, batch, backend)
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds else 0.0
-
-
-def describe_clip(info: VideoInfo, config: VidupConfig, codec: str | None = None) -> OutputDescription:
-    """The clip's output description, with the deinterlacing decision (idet where the flags do not say)."""
-    interlaced = info.source.interlaced
-    if interlaced is None and config.deinterlace == "auto":
-        interlaced = sniff_interlacing(info.path, info, config.idet_frames)
-    mode, note = decide(config.deinterlace, interlaced)
-    description = describe_output(info.source, config, codec, mode)
-    return replace(description, notes=((note,) if note else ()) + description.notes)
 
 
 class Upscaler:
@@ -82,10 +29,11 @@ class Upscaler:
     without one, the size follows the config for each input size."""
 
     def __init__(self, config: VidupConfig, engine: Engine | None = None,
-                 description: OutputDescription | None = None):
+                 description: OutputDescription | None = None,
+                 engine_factory: Callable[[VidupConfig], Engine] | None = None):
         self.config = settle(config.validate())  # every "auto" resolved once, on the machine that runs the engine
         self.description = description
-        self.engine = engine or load_engine(self.config)
+        self.engine = engine or (engine_factory or load_engine)(self.config)
         self._size_for: dict[tuple[int, int], tuple[int, int]] = {}
         self.notes: list[str] = []
         self.warnings: list[str] = []  # out-of-memory backoffs
@@ -211,73 +159,3 @@ class Upscaler:
     def upscale(self, frames: Iterable[np.ndarray | av.VideoFrame]) -> Iterator[np.ndarray]:
         for frame in frames:
             yield self.upscale_frame(frame)
-
-
-def progress_bar(total: int | None, quiet: bool, description: str):
-    from tqdm import tqdm
-
-    # On a terminal the bar redraws in place; into a log file every redraw is a new line, so redraw rarely.
-    interactive = sys.stderr.isatty()
-    return tqdm(total=total, disable=quiet, unit="frame", desc=description, file=sys.stderr,
-                dynamic_ncols=True, smoothing=0.1, mininterval=0.1 if interactive else 10.0)
-
-
-def _timed(items: Iterable, times: StageTimes, field_name: str) -> Iterator:
-    """Yields `items`, adding the time spent producing each to `times.<field_name>`."""
-    items = iter(items)
-    while True:
-        started = time.perf_counter()
-        item = next(items, _DONE)
-        setattr(times, field_name, getattr(times, field_name) + time.perf_counter() - started)
-        if item is _DONE:
-            return
-        yield item
-
-
-_DONE = object()
-
-
-def frame_path(frames: Iterable[Frame], upscaler: Upscaler, times: StageTimes, overlap: bool = True
-               ) -> Iterator[tuple[Frame, np.ndarray]]:
-    """(decoded frame, upscaled frame) pairs, in order. With `overlap`, decoding, motion analysis and the engine
-    run in threads of their own while the caller encodes (`vidup.pipeline`); without it, one after another."""
-
-    def analyse(items: Iterator[Frame]) -> Iterator[tuple[Frame, Motion | None]]:
-        waiting: deque[Frame] = deque()
-
-        def feed():
-            for frame in items:
-                waiting.append(frame)
-                yield frame.rgb
-
-        for motion in _timed(upscaler.analyse_stream(feed()), times, "analysis"):
-            yield waiting.popleft(), motion
-
-    def engine(items: Iterator[tuple[Frame, Motion | None]]) -> Iterator[tuple[Frame, np.ndarray]]:
-        waiting: deque[Frame] = deque()
-
-        def feed():
-            for frame, motion in items:
-                waiting.append(frame)
-                yield frame.rgb, motion
-
-        for out in _timed(upscaler.upscale_stream(feed()), times, "engine"):
-            yield waiting.popleft(), out
-
-    decoded = _timed(frames, times, "decode")
-    if not overlap:
-        yield from engine(analyse(decoded))
-        return
-    yield from run_pipeline(decoded, analyse, engine)
-
-
-def upscale_video(input_path: str | Path, output_path: str | Path, config: VidupConfig,
-                  engine: Engine | None = None,
-                  engine_factory: Callable[[VidupConfig], Engine] | None = None) -> RunReport:
-    """Upscale a clip into a new file, as a resumable job (`vidup.jobs`): segments planned at the cuts, run in
-    this process or on Ray (`job.workers`, `job.ray_address`; Ray workers build their engine with
-    `engine_factory`), and concatenated without re-encoding. Everything that can be checked is checked before the
-    model loads."""
-    from vidup.jobs.job import run_job
-
-    return run_job(input_path, output_path, config, engine, engine_factory)
