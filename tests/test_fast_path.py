@@ -36,7 +36,7 @@ def test_torch_frame_path_matches_the_opencv_path(sample_frames):
     back through the blend: a bounded drift."""
     from vidup.temporal.state import TemporalTracker
 
-    (_, cv), (_, on_torch) = engines("cv2", "torch", **{"temporal.sr_blend": "highpass"})
+    (_, cv), (_, on_torch) = engines("cv2", "torch", **{"temporal.history.mode": "highpass"})
     assert not cv.tensor_path and on_torch.tensor_path
     tracker = TemporalTracker()
     for frame in sample_frames:
@@ -46,7 +46,7 @@ def test_torch_frame_path_matches_the_opencv_path(sample_frames):
         assert difference.max() <= 2 and (difference > 1).mean() < 1e-3
         tracker.commit(a)
     assert cv.stages()[-1].name == on_torch.stages()[-1].name == "temporal blend"  # the blend ran on both paths
-    (config_cv, cv), (config_torch, on_torch) = engines("cv2", "torch", **{"temporal.sr_blend": "highpass"})
+    (config_cv, cv), (config_torch, on_torch) = engines("cv2", "torch", **{"temporal.history.mode": "highpass"})
     runs = [list(Upscaler(config, engine).upscale(sample_frames))
             for config, engine in ((config_cv, cv), (config_torch, on_torch))]
     drift = [np.abs(a.astype(int) - b) for a, b in zip(*runs)]
@@ -241,7 +241,7 @@ def test_pipeline_with_flow_workers_writes_the_serial_video(tmp_path, sample, sr
     outs = {}
     for overlap, workers in ((False, "1"), (True, "3")):
         config = load_config(overrides={"quiet": True, "end": "20", "pipeline": overlap,
-                                        "temporal.flow_workers": workers})
+                                        "temporal.flow.workers": workers})
         vidup.api.upscale_video(sample, tmp_path / f"{overlap}.mp4", config, engine=sr_engine)
         outs[overlap] = decode_all(tmp_path / f"{overlap}.mp4")
     assert len(outs[True]) == 20 and all(np.array_equal(a, b) for a, b in zip(outs[False], outs[True]))

@@ -139,8 +139,8 @@ def test_the_detail_split_follows_the_upscale_factor(sample, monkeypatch):
     finer than 1.5; never under one output pixel."""
     from vidup.temporal import seeding
 
-    assert HistoryBlend(history_sigma=0.75).detail_sigma(4) == 3.0
-    assert HistoryBlend(history_sigma=0.75).detail_sigma(1.2) == 1.0
+    assert HistoryBlend(input_sigma=0.75).detail_sigma(4) == 3.0
+    assert HistoryBlend(input_sigma=0.75).detail_sigma(1.2) == 1.0
     seen = []
     original = seeding.rectified_blend
     monkeypatch.setattr(seeding, "rectified_blend", lambda *a, **k: seen.append(a[4]) or original(*a, **k))

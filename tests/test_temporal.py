@@ -8,6 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from vidup.config import ShotConfig, load_config
 from vidup.metrics import evaluate, psnr_y
 from vidup.temporal import torch_ops
 from vidup.temporal.flow import FlowEstimator, flow_pair, upsample_flow, warp
@@ -89,7 +90,7 @@ def test_a_cut_inside_a_fast_pan_is_settled_by_motion():
     cut = np.full((72, 128, 3), (40, 150, 60), np.uint8)
 
     def verdict(explained):
-        detector = ShotDetector(threshold=5.0)
+        detector = ShotDetector(ShotConfig(threshold=5.0))
         for frame in pan:
             detector.is_cut(frame)
         asked = []
@@ -203,5 +204,27 @@ def test_the_config_reaches_the_flow_estimator(sample):
     from vidup.upscaler import Upscaler
 
     for side in (0, 240):
-        upscaler = Upscaler(load_config(overrides={"temporal.flow_field_side": side, "quiet": True}))
+        upscaler = Upscaler(load_config(overrides={"temporal.flow.field_side": side, "quiet": True}))
         assert upscaler.temporal.analyser.estimator.min_field_side == side
+
+
+def test_every_temporal_knob_reaches_the_class_that_uses_it_from_config():
+    """Settings are declared once (vidup.config) and handed whole to the classes: no second default anywhere."""
+    from vidup.temporal.seeding import HistoryBlend
+    from vidup.temporal.state import MotionAnalyser
+
+    t = load_config(overrides={"temporal.shots.threshold": 5.0, "temporal.shots.min_shot_frames": 2,
+                               "temporal.flow.consistency_px2": 9.0, "temporal.flow.preset": "fast",
+                               "temporal.history.weight": 0.5}).temporal
+    analyser = MotionAnalyser.from_config(t)
+    assert analyser.shots.settings.threshold == 5.0 and analyser.shots.settings.min_shot_frames == 2
+    assert analyser.flow.consistency_px2 == 9.0 and analyser.estimator.preset == "fast"
+    assert HistoryBlend.from_config(t).weight == 0.5
+    # and a knob changes what it governs: a looser round-trip check trusts more of an occluding motion
+    background = textured(96, 128, seed=1)
+    prev, cur = background.copy(), background.copy()
+    prev[30:60, 20:50], cur[30:60, 60:90] = 255, 255  # a square jumps 40 px: what it leaves is disoccluded
+    strict = flow_pair(FlowEstimator("medium"), prev, cur, load_config().temporal.flow).confidence.mean()
+    loose_flow = load_config(overrides={"temporal.flow.consistency_px2": 1e6, "temporal.flow.photometric_threshold": 1.0})
+    loose = flow_pair(FlowEstimator("medium"), prev, cur, loose_flow.temporal.flow).confidence.mean()
+    assert loose > strict

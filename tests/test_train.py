@@ -13,6 +13,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from vidup import load_config
+from vidup.config import ShotConfig
 from vidup.errors import CheckpointError, ConfigError, TrainingDataError
 from vidup.train import data as train_data
 from vidup.train import trainer
@@ -104,6 +105,15 @@ def test_buckets_keep_the_aspect_ratio_and_train_the_whole_frame(size):
     assert fitted.shape == (bh, bw, 3)
 
 
+def test_clip_frames_follow_the_configured_shot_detection(sample):
+    """Training cuts clips as the upscale does: a threshold no cut reaches leaves the sample one shot."""
+    config = load_config(overrides={"train.frames_per_shot": 3, "temporal.shots.threshold": 200.0})
+    picked = train_data.pick_clip_frames(sample, config.train, config.temporal.shots)
+    assert len(picked) <= 3  # frames_per_shot of one shot
+    default = train_data.pick_clip_frames(sample, config.train, ShotConfig())
+    assert any(i < 60 for i in default) and any(i >= 60 for i in default) and len(default) > 3
+
+
 def test_small_images_are_refused_or_upsampled_with_a_warning(caplog):
     small = np.zeros((270, 480, 3), np.uint8)
     with pytest.raises(TrainingDataError, match="smaller than its"):
@@ -116,9 +126,10 @@ def test_small_images_are_refused_or_upsampled_with_a_warning(caplog):
 
 def test_a_clip_yields_frames_from_every_shot_without_near_duplicates(sample, tmp_path):
     config = load_config(overrides={"train.frames_per_shot": 3}).train
-    picked = train_data.pick_clip_frames(sample, config)  # the sample's shots: frames 0-59 and 60-99
+    picked = train_data.pick_clip_frames(sample, config, ShotConfig())  # the sample's shots: frames 0-59 and 60-99
     assert any(i < 60 for i in picked) and any(i >= 60 for i in picked) and len(picked) <= 6
-    capped = train_data.pick_clip_frames(sample, load_config(overrides={"train.clip_frames": 2}).train)
+    capped = train_data.pick_clip_frames(sample, load_config(overrides={"train.clip_frames": 2}).train,
+                                          ShotConfig())
     assert len(capped) == 2 and capped[0] < 60 <= capped[1]  # a cap still covers every shot first
     import av
 
@@ -131,8 +142,8 @@ def test_a_clip_yields_frames_from_every_shot_without_near_duplicates(sample, tm
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
-    assert len(train_data.pick_clip_frames(still, config)) == 1
-    items = train_data.sources(train_data.scan(tmp_path, config), config)
+    assert len(train_data.pick_clip_frames(still, config, ShotConfig())) == 1
+    items = train_data.sources(train_data.scan(tmp_path, config), config, ShotConfig())
     assert [i.name for i in items] == ["still.mp4#15"]
 
 

@@ -98,8 +98,8 @@ def fast_path(frames: int, quality_frames: int) -> dict:
             "off": end_to_end(clip, null, frames, temporal=False),
             "on": end_to_end(clip, null, frames, temporal=True),
             "on, serial": end_to_end(clip, null, frames, temporal=True, pipeline=False),
-            "on, flow at 320 px": end_to_end(clip, null, frames, temporal=True, **{"temporal.flow_max_side": 320}),
-            "on, highpass blend": end_to_end(clip, null, frames, temporal=True, **{"temporal.sr_blend": "highpass"})}
+            "on, flow at 320 px": end_to_end(clip, null, frames, temporal=True, **{"temporal.flow.max_side": 320}),
+            "on, highpass blend": end_to_end(clip, null, frames, temporal=True, **{"temporal.history.mode": "highpass"})}
         for model, count in (("clear-reality-x4", frames // 4), ("realesrgan-x4plus", quality_frames)):
             engine = load_engine(load_config(overrides={"sr.model": model}))
             row = {"network_only_fps": network_only(clip, engine, count),
@@ -270,18 +270,20 @@ def conv_roofline(model: str, clip: Path) -> dict:
 
 def temporal_cost(clip: Path, count: int = 60) -> dict:
     """Milliseconds per frame for flow (both ways), confidence mask and warping the previous 1024 px output."""
-    from vidup.temporal.state import TemporalTracker
-    from vidup.video import VideoReader
+    import dataclasses
 
     from vidup import load_config
+    from vidup.temporal.state import MotionAnalyser, TemporalTracker
+    from vidup.video import VideoReader
 
     frames = [f.rgb for f, _ in zip(VideoReader(clip).frames(), range(count))]
-    field_side = load_config().temporal.flow_field_side  # the default: a 256x144 input is refined to full size
+    flow = load_config().temporal.flow  # the default field side: a 256x144 input is refined to full size
     size = (1024, 576)
     output = np.zeros((size[1], size[0], 3), np.uint8)
     results = {}
     for preset in ("ultrafast", "fast", "medium"):
-        tracker, total, n = TemporalTracker(preset, flow_field_side=field_side), 0.0, 0
+        analyser = MotionAnalyser(dataclasses.replace(flow, preset=preset, max_side=0))
+        tracker, total, n = TemporalTracker(analyser), 0.0, 0
         for frame in frames:
             started = time.perf_counter()
             prior = tracker.prior_for(frame, size)

@@ -56,7 +56,7 @@ def run(config, lows, size, engine=None):
 
 
 VARIANTS = {"off": {"temporal.enabled": False}, "on": {"temporal.enabled": True}}
-SR_VARIANTS = {**VARIANTS, "on, highpass (first release)": {"temporal.enabled": True, "temporal.sr_blend": "highpass"}}
+SR_VARIANTS = {**VARIANTS, "on, highpass (first release)": {"temporal.enabled": True, "temporal.history.mode": "highpass"}}
 
 
 def evaluate_case(name, config_overrides, truth, lows, engine_factory=None, save=None, variants=VARIANTS):
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--save-frames", type=Path)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override for the SR rows (sr.color_anchor=false, temporal.sr_strength=0.5)")
+                        help="a config override for the SR rows (sr.color_anchor=false, temporal.history.strength=0.5)")
     args = parser.parse_args()
     sr = {"engine": "sr", **dict(item.split("=", 1) for item in args.set)}
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 LIMIT = 60 * 2**20  # what may travel beside the repository (the device's 64 MiB, less room for the tree)
-# What the GPU machine lacks and the check imports (vidup.runner and vidup.video import av; FLUX needs diffusers).
+# What the GPU machine lacks and the check imports (vidup.upscaler and vidup.video import av; FLUX needs diffusers).
 # kornia (and its compiled kornia_rs) is vidup's dependency for RRDBNet models; ray, the SR weight packages and
 # importlib_metadata (diffusers imports it only before Python 3.8) are left out.
 PACKAGES = ("diffusers", "av", "kornia", "kornia_rs")

@@ -106,32 +106,62 @@ class FluxConfig:
 
 
 @dataclass
+class FlowConfig:
+    """Optical flow on the input (DIS) and when a warped pixel is trusted: `MotionAnalyser` takes it whole."""
+
+    preset: str = "medium"  # DIS: ultrafast | fast | medium
+    max_side: int = 480  # flow (and cut analysis) on the input scaled to at most this long side (0: full size)
+    # DIS refines down to the coarsest pyramid level that keeps at least this many px on the long side (0: the
+    # preset's own finest level, half size for medium): small inputs get a full-resolution field
+    field_side: int = 240
+    workers: str = "auto"  # threads computing flow for upcoming frame pairs: auto (a quarter of the cores, 1-4) or N
+    photometric_threshold: float = 0.2  # max RGB difference (0-1) for a warped pixel to be trusted
+    # forward-backward check (Sundaram et al. 2010): the round trip may miss by this share of the squared flow...
+    consistency_share: float = 0.01
+    consistency_px2: float = 0.25  # ...plus this many squared pixels
+    feather: float = 1.5  # Gaussian sigma (px) softening the trust mask inside its edges
+
+
+@dataclass
+class ShotConfig:
+    """Scene cuts (PySceneDetect's ContentDetector, adapted to a stream): `ShotDetector` takes it whole."""
+
+    threshold: float = 27.0  # content change (0-255 HSV mean delta) that starts a new shot
+    adaptive_ratio: float = 3.0  # a cut must also be this many times the recent average change...
+    min_explained: float = 0.2  # ...or optical flow must explain less than this share of the frame
+    window: int = 8  # frames in the recent average
+    min_shot_frames: int = 4  # no cut closer than this to the previous one
+
+
+@dataclass
+class HistoryConfig:
+    """How the SR engine takes the warped previous output: `HistoryBlend` is this, plus the blend itself.
+
+    rectified (FSR 2 / TSR-like: bicubic history clamped to the current neighbourhood, reactive weights, detail kept
+    at the per-frame level) | highpass (the first release's: the warped previous output's high frequencies replace
+    the current's, bilinear; softens through a shot)."""
+
+    mode: str = "rectified"
+    strength: float = 1.0  # highpass: share of the warped previous output's high frequencies taken
+    sigma: float = 1.5  # highpass: Gaussian sigma (output px) splitting low from high frequencies (detail)
+    # rectified: detail finer than this Gaussian sigma, in input px (scaled by the upscale factor, at least 1 output
+    # px), accumulates from history; coarser structure always comes from the current frame
+    input_sigma: float = 0.75
+    weight: float = 0.85  # rectified: largest share of the (clamped) history in a pixel
+    radius: int = 2  # rectified: neighbourhood (2r+1)^2 output pixels whose colour range bounds the history
+    reactive: float = 2.0  # rectified: history weight lost per unit of clamp distance (relative to the local range)
+    gain_max: float = 2.0  # rectified: most the blend's detail is scaled up to the per-frame energy
+    sharpen: float = 0.0  # rectified: unsharp amount on the history before clamping (RCAS-like; 0: off)
+
+
+@dataclass
 class TemporalConfig:
     """Seed each frame from the previous output, warped by optical flow; reset at cuts."""
 
     enabled: bool = True
-    flow_preset: str = "medium"  # DIS: ultrafast | fast | medium
-    flow_max_side: int = 480  # flow is computed on the input scaled to at most this long side (0: full size)
-    # DIS refines down to the coarsest pyramid level that keeps at least this many px on the long side (0: the
-    # preset's own finest level, half size for medium): small inputs get a full-resolution field
-    flow_field_side: int = 240
-    flow_workers: str = "auto"  # threads computing flow for upcoming frame pairs: auto (a quarter of the cores, 1-4) or N
-    photometric_threshold: float = 0.2  # max RGB difference (0-1) for a warped pixel to be trusted
-    shot_threshold: float = 27.0  # content change (0-255) that starts a new shot
-    # SR engine: how the warped previous output enters. rectified (FSR 2 / TSR-like: bicubic history clamped to the
-    # current neighbourhood, reactive weights, detail kept at the per-frame level) | highpass (the first release's:
-    # the warped previous output's high frequencies replace the current's, bilinear; softens through a shot)
-    sr_blend: str = "rectified"
-    sr_strength: float = 1.0  # highpass: share of the warped previous output's high frequencies taken
-    sr_sigma: float = 1.5  # highpass: Gaussian sigma (output px) splitting low from high frequencies (detail)
-    # rectified: detail finer than this Gaussian sigma, in input px (scaled by the upscale factor, at least 1 output
-    # px), accumulates from history; coarser structure always comes from the current frame
-    history_sigma: float = 0.75
-    history_weight: float = 0.85  # rectified: largest share of the (clamped) history in a pixel
-    clamp_radius: int = 2  # rectified: neighbourhood (2r+1)^2 output pixels whose colour range bounds the history
-    reactive: float = 2.0  # rectified: history weight lost per unit of clamp distance (relative to the local range)
-    detail_gain_max: float = 2.0  # rectified: most the blend's detail is scaled up to the per-frame energy
-    history_sharpen: float = 0.0  # rectified: unsharp amount on the history before clamping (RCAS-like; 0: off)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    shots: ShotConfig = field(default_factory=ShotConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)  # the SR engine's
     # FLUX propagation (differential diffusion): trusted pixels stay pinned to the warped previous result, noised to
     # the current sigma, until the schedule falls below these strengths; untrusted pixels start at the keyframe's.
     flux_strength: float = 0.4  # stage 1 hand-off strength on propagated frames
@@ -213,7 +243,7 @@ class TrainConfig:
 
 
 # Settings that change how a job runs, never what it writes: a resume may differ in these.
-RUN_ONLY_SETTINGS = {"quiet", "overwrite", "pipeline", "temporal.flow_workers", "job.workers", "job.ray_address",
+RUN_ONLY_SETTINGS = {"quiet", "overwrite", "pipeline", "temporal.flow.workers", "job.workers", "job.ray_address",
                      "job.fresh", "job.retries"}
 # Settings an "auto" stands for until `vidup.engines.base.settle` resolves it on the machine that runs the engine.
 SETTLED_SETTINGS = ("device", "precision", "sr.batch", "temporal.backend")
@@ -327,30 +357,37 @@ class VidupConfig:
 
     def _validate_temporal(self) -> None:
         t = self.temporal
-        checks = (("flow_preset", t.flow_preset, ("ultrafast", "fast", "medium")),
-                  ("sr_blend", t.sr_blend, ("rectified", "highpass")),
+        flow, shots, history = t.flow, t.shots, t.history
+        checks = (("flow.preset", flow.preset, ("ultrafast", "fast", "medium")),
+                  ("history.mode", history.mode, ("rectified", "highpass")),
                   ("flux_noise", t.flux_noise, NOISE_MODES),
                   ("color_fix", t.color_fix, ("wavelet", "adain", "none")))
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ConfigError(f"temporal.{name} must be one of {', '.join(allowed)}, got '{value}'")
-        for name, value in (("sr_strength", t.sr_strength), ("flux_strength", t.flux_strength),
+        for name, value in (("history.strength", history.strength), ("flux_strength", t.flux_strength),
                             ("flux_stage2_strength", t.flux_stage2_strength),
-                            ("photometric_threshold", t.photometric_threshold),
+                            ("flow.photometric_threshold", flow.photometric_threshold),
+                            ("shots.min_explained", shots.min_explained),
                             ("flux_min_trusted", t.flux_min_trusted),
                             ("flux_min_cell_trust", t.flux_min_cell_trust)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"temporal.{name} must be between 0 and 1, got {value}")
-        if t.flow_workers != "auto" and not (str(t.flow_workers).isdigit() and int(t.flow_workers) >= 1):
-            raise ConfigError(f"temporal.flow_workers must be auto or a whole number >= 1, got '{t.flow_workers}'")
-        if t.flow_max_side and t.flow_max_side < 32:
-            raise ConfigError("temporal.flow_max_side must be 0 (full size) or at least 32")
-        if t.flow_field_side < 0 or t.history_sigma <= 0:
-            raise ConfigError("temporal.flow_field_side must be >= 0 and temporal.history_sigma > 0")
-        if t.clamp_radius < 0 or t.reactive < 0 or t.detail_gain_max < 1 or t.history_sharpen < 0:
-            raise ConfigError("temporal.clamp_radius, reactive and history_sharpen must be >= 0, detail_gain_max >= 1")
-        if not 0.0 <= t.history_weight < 1.0:
-            raise ConfigError("temporal.history_weight must be in [0, 1)")
+        if flow.workers != "auto" and not (str(flow.workers).isdigit() and int(flow.workers) >= 1):
+            raise ConfigError(f"temporal.flow.workers must be auto or a whole number >= 1, got '{flow.workers}'")
+        if flow.max_side and flow.max_side < 32:
+            raise ConfigError("temporal.flow.max_side must be 0 (full size) or at least 32")
+        if flow.field_side < 0 or flow.consistency_share < 0 or flow.consistency_px2 < 0 or flow.feather < 0:
+            raise ConfigError("temporal.flow.field_side, consistency_share, consistency_px2 and feather must be >= 0")
+        if shots.threshold <= 0 or shots.adaptive_ratio < 1 or shots.window < 1 or shots.min_shot_frames < 1:
+            raise ConfigError("temporal.shots: threshold must be > 0, adaptive_ratio >= 1, window and "
+                              "min_shot_frames >= 1")
+        if history.input_sigma <= 0 or history.sigma <= 0:
+            raise ConfigError("temporal.history.input_sigma and sigma must be > 0")
+        if history.radius < 0 or history.reactive < 0 or history.gain_max < 1 or history.sharpen < 0:
+            raise ConfigError("temporal.history.radius, reactive and sharpen must be >= 0, gain_max >= 1")
+        if not 0.0 <= history.weight < 1.0:
+            raise ConfigError("temporal.history.weight must be in [0, 1)")
         if t.keyframe_interval < 0:
             raise ConfigError("temporal.keyframe_interval must be 0 (keyframes only at cuts) or a frame count")
         if t.new_content_steps < 1:

@@ -1,6 +1,6 @@
 """Filter mode: frames in on stdin, upscaled frames out on stdout, nothing else on stdout.
 
-Same frame-level path as `vidup upscale` (the runner's `Upscaler`), so temporal state carries across frames and
+Same frame-level path as `vidup upscale` (the `Upscaler`), so temporal state carries across frames and
 resets at cuts. Frames in equals frames out; a malformed stream or a closed output pipe is a typed error.
 """
 

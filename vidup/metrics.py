@@ -143,6 +143,7 @@ def evaluate(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray] | N
     metric the given material allows. Motion comes from the reference if given, else from the input, else the
     output. Detail is measured against `per_frame` (the same engine without temporal coherence) if given, else
     against the input upscaled (bicubic)."""
+    # the instrument stays fixed (the preset's own field, the detector's defaults) whatever a run was set to
     estimator, shots = FlowEstimator(flow_preset), ShotDetector()
     report = TemporalReport()
     psnrs, ssims, ewarps, tofs, flickers = [], [], [], [], []

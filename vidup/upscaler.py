@@ -90,7 +90,7 @@ class Upscaler:
 
     @property
     def flow_workers(self) -> int:
-        workers = self.config.temporal.flow_workers
+        workers = self.config.temporal.flow.workers
         return max(1, min(4, (os.cpu_count() or 1) // 4)) if workers == "auto" else int(workers)
 
     def analyse_stream(self, frames: Iterable[np.ndarray]) -> Iterator[Motion | None]:

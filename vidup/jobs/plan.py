@@ -1,7 +1,7 @@
 """The segment plan: where a clip is cut into independently encoded segments. Decided once per job from the
 input and the config alone (never from the worker count or an interruption), and stored in the manifest.
 
-A cheap pre-pass decodes the clip scaled down, finds the cuts with the runner's own shot detector, and notes
+A pre-pass decodes the clip, finds the cuts with the streaming path's own `MotionAnalyser`, and notes
 each frame's time. Segments end at cuts: consecutive shots share a segment up to `job.segment_frames`, and a
 longer shot is split inside into near-equal pieces, each run from `job.warmup_frames` earlier (frames that
 rebuild the temporal state and are not written). Each segment carries its cuts, so a segment run alone decides
@@ -101,7 +101,7 @@ def split_shots(frames: int, cuts: list[int], segment_frames: int, warmup_frames
 def make_plan(info: VideoInfo, description: OutputDescription, config: VidupConfig, start: Position | None,
               end: Position | None) -> Plan:
     """The pre-pass: decode the window, find the cuts, split into segments. The frames go through the same
-    `MotionAnalyser` the streaming path uses, at the same resolution (it scales them to temporal.flow_max_side
+    `MotionAnalyser` the streaming path uses, at the same resolution (it scales them to temporal.flow.max_side
     itself), so a preview or a filter run decides every cut, borderline ones included, as the job does."""
     started = time.perf_counter()
     reader = VideoReader(info.path, info, on_decode_error=config.on_decode_error, description=description)

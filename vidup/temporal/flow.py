@@ -13,6 +13,8 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from vidup.config import FlowConfig
+
 DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
@@ -29,7 +31,7 @@ class FlowEstimator:
     `min_field_side` the finest level is the coarsest one whose long side keeps at least that many pixels: small
     inputs are refined to full resolution, large ones keep the preset's level (and its cost)."""
 
-    def __init__(self, preset: str = "fast", min_field_side: int = 0):
+    def __init__(self, preset: str, min_field_side: int = 0):
         self.preset = preset
         self.min_field_side = min_field_side
         self.dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
@@ -84,29 +86,31 @@ def _squared_length(vectors: np.ndarray) -> np.ndarray:
     return np.einsum("ijk,ijk->ij", vectors, vectors)
 
 
-def consistent_flow(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray) -> np.ndarray:
+def consistent_flow(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray,
+                    share: float = FlowConfig.consistency_share, px2: float = FlowConfig.consistency_px2) -> np.ndarray:
     """True where the round trip current -> previous -> current lands back home (not occluded)."""
     back = warp(flow_prev_to_cur, flow_cur_to_prev)
     round_trip = cv2.add(flow_cur_to_prev, back)
     magnitude = _squared_length(flow_cur_to_prev) + _squared_length(back)
-    return _squared_length(round_trip) <= 0.01 * magnitude + 0.25
+    return _squared_length(round_trip) <= share * magnitude + px2
 
 
 def confidence_mask(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray, cur_rgb: np.ndarray,
-                    prev_rgb: np.ndarray, photometric_threshold: float = 0.2, feather: float = 1.5) -> np.ndarray:
+                    prev_rgb: np.ndarray, settings: FlowConfig = FlowConfig()) -> np.ndarray:
     """Where the warped previous frame can be trusted, in [0, 1] at input resolution.
 
     Forward-backward consistency (occlusions and disocclusions make the round trip miss: Sundaram et al. 2010)
     times a photometric check on the input (the warped previous input must look like the current one), eroded
     by a pixel and feathered so blends have no hard seams.
     """
-    consistent = consistent_flow(flow_cur_to_prev, flow_prev_to_cur)
+    consistent = consistent_flow(flow_cur_to_prev, flow_prev_to_cur, settings.consistency_share,
+                                 settings.consistency_px2)
     difference = cv2.absdiff(warp(prev_rgb, flow_cur_to_prev), cur_rgb)  # 8-bit views: exact small integers
-    photometric = difference.max(-1) <= photometric_threshold * 255.0
+    photometric = difference.max(-1) <= settings.photometric_threshold * 255.0
     mask = (consistent & photometric).astype(np.float32)
     mask = cv2.erode(mask, np.ones((3, 3), np.uint8))
-    if feather > 0:
-        mask = cv2.GaussianBlur(mask, (0, 0), feather) * mask  # soft inside, still zero on the rejected pixels
+    if settings.feather > 0:
+        mask = cv2.GaussianBlur(mask, (0, 0), settings.feather) * mask  # soft inside, still zero on the rejected pixels
     return mask
 
 
@@ -130,6 +134,7 @@ def flows_both_ways(estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.
     return estimator(cur_gray, prev_gray), estimator(prev_gray, cur_gray)
 
 
-def flow_pair(estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.ndarray, **mask_options) -> FlowPair:
+def flow_pair(estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.ndarray,
+              settings: FlowConfig = FlowConfig()) -> FlowPair:
     cur_to_prev, prev_to_cur = flows_both_ways(estimator, prev_rgb, cur_rgb)
-    return FlowPair(cur_to_prev, prev_to_cur, confidence_mask(cur_to_prev, prev_to_cur, cur_rgb, prev_rgb, **mask_options))
+    return FlowPair(cur_to_prev, prev_to_cur, confidence_mask(cur_to_prev, prev_to_cur, cur_rgb, prev_rgb, settings))

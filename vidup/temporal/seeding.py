@@ -10,41 +10,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from functools import lru_cache
 
 import cv2
 import numpy as np
 
+from vidup.config import HistoryConfig, TemporalConfig
 from vidup.pixels import from_scaled, peak
 from vidup.temporal import torch_ops
 from vidup.temporal.history_constants import ENERGY_SIGMA_FACTOR, FRACTION, RANGE_FLOOR
 
 
-@dataclass(frozen=True)
-class HistoryBlend:
-    """How the SR engine takes the warped previous output, settled once from `config.temporal`."""
-
-    mode: str = "rectified"  # rectified | highpass
-    strength: float = 1.0  # highpass
-    sigma: float = 1.5  # highpass, output px
-    weight: float = 0.85  # rectified
-    radius: int = 2
-    reactive: float = 2.0
-    gain_max: float = 2.0
-    sharpen: float = 0.0
-    history_sigma: float = 0.75  # rectified, input px
+class HistoryBlend(HistoryConfig):
+    """How the SR engine takes the warped previous output: its settings (`config.temporal.history`) and the blend."""
 
     @classmethod
-    def from_config(cls, t) -> "HistoryBlend":
-        return cls(mode=t.sr_blend, strength=t.sr_strength, sigma=t.sr_sigma, weight=t.history_weight,
-                   radius=t.clamp_radius, reactive=t.reactive, gain_max=t.detail_gain_max, sharpen=t.history_sharpen,
-                   history_sigma=t.history_sigma)
+    def from_config(cls, t: TemporalConfig) -> "HistoryBlend":
+        return cls(**dataclasses.asdict(t.history))
 
     def detail_sigma(self, scale: float) -> float:
         """The rectified split in output px for an upscale by `scale`: the network invents detail finer than the
         input resolves (and that is what flickers); structure the input carries stays the current frame's."""
-        return max(1.0, self.history_sigma * scale)
+        return max(1.0, self.input_sigma * scale)
 
     @property
     def active(self) -> bool:

@@ -14,15 +14,13 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from vidup.config import ShotConfig
+
 
 class ShotDetector:
-    def __init__(self, threshold: float = 27.0, adaptive_ratio: float = 3.0, window: int = 8, min_shot_frames: int = 4,
-                 min_explained: float = 0.2):
-        self.threshold = threshold  # PySceneDetect's default content threshold (0-255 HSV mean delta)
-        self.adaptive_ratio = adaptive_ratio  # a cut must also be this many times the recent average change...
-        self.min_explained = min_explained  # ...or motion must explain less than this fraction of the frame
-        self.min_shot_frames = min_shot_frames
-        self._recent: deque[float] = deque(maxlen=window)
+    def __init__(self, settings: ShotConfig = ShotConfig()):
+        self.settings = settings
+        self._recent: deque[float] = deque(maxlen=settings.window)
         self._previous: np.ndarray | None = None
         self._since_cut = 0
         self.last_score = 0.0
@@ -55,9 +53,10 @@ class ShotDetector:
         self.last_score = score
         baseline = (sum(self._recent) / len(self._recent)) if self._recent else 0.0
         self._since_cut += 1
-        cut = score >= self.threshold and self._since_cut >= self.min_shot_frames and (
-            score >= self.adaptive_ratio * baseline
-            or (motion_explained is not None and motion_explained() < self.min_explained))
+        s = self.settings
+        cut = score >= s.threshold and self._since_cut >= s.min_shot_frames and (
+            score >= s.adaptive_ratio * baseline
+            or (motion_explained is not None and motion_explained() < s.min_explained))
         if cut:
             self._recent.clear()
             self._since_cut = 0

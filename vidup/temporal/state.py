@@ -18,6 +18,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from vidup.config import FlowConfig, ShotConfig, TemporalConfig
 from vidup.pixels import to_8bit
 from vidup.temporal.flow import FlowEstimator, FlowPair, flow_pair, upsample_flow, warp
 from vidup.temporal.shots import ShotDetector
@@ -66,23 +67,21 @@ class TemporalPrior:
 
 class MotionAnalyser:
     """Cut detection and flow on the input stream (8-bit views of the frames). Flow is computed at most
-    `flow_max_side` pixels on the long side: DIS's cost grows with the pixel count (an HD input would cost half a
+    `flow.max_side` pixels on the long side: DIS's cost grows with the pixel count (an HD input would cost half a
     second a pair), and every consumer reads the flow's scale from its own shape."""
 
-    def __init__(self, flow_preset: str = "medium", photometric_threshold: float = 0.2, shot_threshold: float = 27.0,
-                 flow_max_side: int = 0, flow_field_side: int = 0):
-        self.estimator = FlowEstimator(flow_preset, flow_field_side)
-        self.flow_max_side = flow_max_side
-        self.shots = ShotDetector(threshold=shot_threshold)
-        self.photometric_threshold = photometric_threshold
+    def __init__(self, flow: FlowConfig = FlowConfig(), shots: ShotConfig = ShotConfig()):
+        self.flow = flow
+        self.estimator = FlowEstimator(flow.preset, flow.field_side)
+        self.shots = ShotDetector(shots)
         self.cuts: list[int] = []
         self.declared_cuts: frozenset[int] | None = None  # set: cuts come from a plan, not from the detector
         self._frame = -1
         self._previous: np.ndarray | None = None
 
     @classmethod
-    def from_config(cls, t) -> "MotionAnalyser":
-        return cls(t.flow_preset, t.photometric_threshold, t.shot_threshold, t.flow_max_side, t.flow_field_side)
+    def from_config(cls, t: TemporalConfig) -> "MotionAnalyser":
+        return cls(t.flow, t.shots)
 
     def follow_plan(self, cuts) -> None:
         """From now on the frames that start a shot are `cuts` (indices counted from the next frame, which is
@@ -98,9 +97,9 @@ class MotionAnalyser:
 
     def _for_flow(self, frame: np.ndarray) -> np.ndarray:
         h, w = frame.shape[:2]
-        if not self.flow_max_side or max(h, w) <= self.flow_max_side:
+        if not self.flow.max_side or max(h, w) <= self.flow.max_side:
             return frame
-        factor = self.flow_max_side / max(h, w)
+        factor = self.flow.max_side / max(h, w)
         return cv2.resize(frame, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
 
     def analyse(self, frame: np.ndarray, flows: FlowPair | None = None, need_flow: bool = True) -> Motion:
@@ -121,7 +120,7 @@ class MotionAnalyser:
         def motion_explained() -> float:  # only asked for when the content change alone cannot decide
             nonlocal flows
             if flows is None:
-                flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
+                flows = flow_pair(self.estimator, previous, frame, self.flow)
             return flows.trusted_fraction
 
         if previous is None or self.shots.is_cut(frame, motion_explained if comparable else None):
@@ -136,7 +135,7 @@ class MotionAnalyser:
         if not comparable or not need_flow:
             return Motion(cut=False, flows=flows if comparable else None)
         if flows is None:
-            flows = flow_pair(self.estimator, previous, frame, photometric_threshold=self.photometric_threshold)
+            flows = flow_pair(self.estimator, previous, frame, self.flow)
         return Motion(cut=False, flows=flows)
 
     def analyse_stream(self, frames: Iterable[np.ndarray], workers: int) -> Iterator[Motion]:
@@ -150,7 +149,7 @@ class MotionAnalyser:
                 return None
             if not hasattr(local, "estimator"):
                 local.estimator = FlowEstimator(self.estimator.preset, self.estimator.min_field_side)
-            return flow_pair(local.estimator, previous, current, photometric_threshold=self.photometric_threshold)
+            return flow_pair(local.estimator, previous, current, self.flow)
 
         pending: deque = deque()
         previous = None
@@ -168,15 +167,13 @@ class MotionAnalyser:
 
 
 class TemporalTracker:
-    def __init__(self, flow_preset: str = "medium", photometric_threshold: float = 0.2, shot_threshold: float = 27.0,
-                 flow_max_side: int = 0, flow_field_side: int = 0, analyser: MotionAnalyser | None = None):
-        self.analyser = analyser or MotionAnalyser(flow_preset, photometric_threshold, shot_threshold, flow_max_side,
-                                                   flow_field_side)
+    def __init__(self, analyser: MotionAnalyser | None = None):
+        self.analyser = analyser or MotionAnalyser()
         self.reset()
 
     @classmethod
-    def from_config(cls, t) -> "TemporalTracker":
-        return cls(analyser=MotionAnalyser.from_config(t))
+    def from_config(cls, t: TemporalConfig) -> "TemporalTracker":
+        return cls(MotionAnalyser.from_config(t))
 
     @property
     def cuts(self) -> list[int]:

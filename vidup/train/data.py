@@ -17,7 +17,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from vidup.config import TrainConfig
+from vidup.config import ShotConfig, TrainConfig
 from vidup.errors import TrainingDataError
 from vidup.temporal.shots import ShotDetector
 from vidup.video.reader import VideoReader, probe
@@ -113,11 +113,11 @@ def _signature(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
 
 
-def pick_clip_frames(clip: Path, config: TrainConfig, shot_threshold: float = 27.0) -> list[int]:
-    """Frame indices to train on: spread over every shot (the shot detector the runner uses), evenly within a
+def pick_clip_frames(clip: Path, config: TrainConfig, shots: ShotConfig) -> list[int]:
+    """Frame indices to train on: spread over every shot (the shot detector the upscale uses, with its settings), evenly within a
     shot, at most `frames_per_shot` per shot and `clip_frames` per clip, skipping near-duplicates of frames
     already picked. Decodes the clip once, at low resolution."""
-    detector = ShotDetector(threshold=shot_threshold)
+    detector = ShotDetector(shots)
     shots: list[list[tuple[int, np.ndarray]]] = []
     for frame in VideoReader(clip, max_side=256).frames():
         if detector.is_cut(frame.rgb) or not shots:
@@ -152,11 +152,11 @@ def clip_frames(clip: Path, indices: list[int]) -> Iterator[tuple[int, np.ndarra
                 return
 
 
-def sources(dataset: Dataset, config: TrainConfig) -> list[Source]:
-    """Every training image: the stills, then each clip's picked frames."""
+def sources(dataset: Dataset, config: TrainConfig, shots: ShotConfig) -> list[Source]:
+    """Every training image: the stills, then each clip's picked frames (shots cut as the upscale cuts them)."""
     items = list(dataset.stills)
     for clip, caption in dataset.clips:
-        items += [Source(clip, caption, index) for index in pick_clip_frames(clip, config)]
+        items += [Source(clip, caption, index) for index in pick_clip_frames(clip, config, shots)]
     return items
 
 

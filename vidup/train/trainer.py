@@ -358,7 +358,7 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
                                       f"has {meta[key]!r}; resume with the same settings or start afresh")
     controlnet_dir = resolve_model_dir(flux.controlnet, "FLUX ControlNet upscaler", "--controlnet", CONTROLNET_PARTS,
                                        flux.allow_download, CONTROLNET_PATTERNS)
-    items = train_data.sources(dataset, t)
+    items = train_data.sources(dataset, t, config.temporal.shots)
     if not items:
         raise TrainingDataError(f"{dataset.folder} yielded no training images")
     held = min(t.validation_frames, len(items) - 1) if t.validate_every else 0
