@@ -357,7 +357,7 @@ def test_trims_of_a_ts_are_frame_accurate(tmp_path, cli, start, end):
 
 def test_sr_keeps_flat_colours(sr_engine):
     bars = colour_bars(128, 72)
-    out = sr_engine.upscale(bars, (512, 288))
+    out = sr_engine.upscale(bars, (512, 288)).image
     edges = np.linspace(0, 512, 8).round().astype(int)
     for x0, x1 in zip(edges[:-1], edges[1:]):
         patch = out[100:188, x0 + 24 : x1 - 24].reshape(-1, 3).mean(0)
@@ -365,7 +365,7 @@ def test_sr_keeps_flat_colours(sr_engine):
         assert np.abs(patch - source).max() <= 3, (patch, source)
     sr_engine.color_anchor = False
     try:
-        raw = sr_engine.upscale(bars, (512, 288))
+        raw = sr_engine.upscale(bars, (512, 288)).image
     finally:
         sr_engine.color_anchor = True
     deviation = max(np.abs(raw[100:188, x0 + 24 : x1 - 24].reshape(-1, 3).mean(0) - bars[36, (x0 + x1) // 8]).max()

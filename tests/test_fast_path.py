@@ -41,11 +41,12 @@ def test_torch_frame_path_matches_the_opencv_path(sample_frames):
     tracker = TemporalTracker()
     for frame in sample_frames:
         prior = tracker.prior_for(frame, (1024, 576))
-        a, b = cv.upscale(frame, (1024, 576), prior), on_torch.upscale(frame, (1024, 576), prior)
+        ra, rb = cv.upscale(frame, (1024, 576), prior), on_torch.upscale(frame, (1024, 576), prior)
+        a, b = ra.image, rb.image
         difference = np.abs(a.astype(int) - b)
         assert difference.max() <= 2 and (difference > 1).mean() < 1e-3
         tracker.commit(a)
-    assert cv.stages()[-1].name == on_torch.stages()[-1].name == "temporal blend"  # the blend ran on both paths
+    assert ra.stages()[-1].name == rb.stages()[-1].name == "temporal blend"  # the blend ran on both paths
     (config_cv, cv), (config_torch, on_torch) = engines("cv2", "torch", **{"temporal.history.mode": "highpass"})
     runs = [list(Upscaler(config, engine).upscale(sample_frames))
             for config, engine in ((config_cv, cv), (config_torch, on_torch))]
@@ -64,11 +65,12 @@ def test_torch_rectified_history_matches_the_opencv_path(sample_frames):
     tracker = TemporalTracker()
     for frame in sample_frames:
         prior = tracker.prior_for(frame, (1024, 576))
-        a, b = cv.upscale(frame, (1024, 576), prior), on_torch.upscale(frame, (1024, 576), prior)
+        ra, rb = cv.upscale(frame, (1024, 576), prior), on_torch.upscale(frame, (1024, 576), prior)
+        a, b = ra.image, rb.image
         difference = np.abs(a.astype(int) - b)
         assert (difference > 1).mean() < 2e-3 and (difference > 2).mean() < 1e-4 and difference.mean() < 0.1
         tracker.commit(a)
-    assert cv.stages()[-1].name == on_torch.stages()[-1].name == "temporal blend"
+    assert ra.stages()[-1].name == rb.stages()[-1].name == "temporal blend"
 
 
 def test_torch_blend_and_warp_match_opencv_on_one_step():

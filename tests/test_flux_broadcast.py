@@ -128,7 +128,7 @@ def tiled_pair(tiny_flux):
     for name, config in (("whole", flux_config(tiny_flux)), ("tiled", tiled(tiny_flux)),
                          ("seed", flux_config(tiny_flux, **{"flux.seed": 7}))):
         engine = FluxEngine(config)
-        outs[name] = engine.upscale(frame, (256, 192)).astype(np.float64)
+        outs[name] = engine.upscale(frame, (256, 192)).image.astype(np.float64)
         outs[name + "_tiles"] = engine.tiles(24, 32)
     return outs
 
@@ -143,7 +143,7 @@ def test_tiled_and_whole_frame_runs_agree_closely(tiled_pair):
 
 def test_a_propagated_tiled_frame_keeps_trusted_cells_pinned(tiny_flux):
     engine = FluxEngine(tiled(tiny_flux))
-    engine.prepare((256, 192))
+    engine.place((256, 192))
     h, w = 24, 32
     assert len(engine.tiles(h, w)) == 6
     generator = torch.Generator().manual_seed(3)
@@ -195,7 +195,7 @@ def test_2048x1152_runs_tiled_end_to_end(tiny_flux, tmp_path):
 
 def test_vae_tiling_is_off_by_default(tiny_flux):
     engine = FluxEngine(flux_config(tiny_flux))
-    engine.prepare((64, 48))
+    engine.place((64, 48))
     assert engine.footprint()[0] is False and not engine.components.vae.use_tiling
     assert engine.shrink() == "FLUX VAE tiling on"  # the out-of-memory backoff's first step
 
@@ -246,7 +246,7 @@ def test_a_lora_with_alpha_unlike_its_rank_loads_at_its_trained_strength(tiny_fl
 
 def test_low_trust_cells_start_from_the_current_frame(tiny_flux):
     engine = FluxEngine(flux_config(tiny_flux))
-    engine.prepare((64, 48))
+    engine.place((64, 48))
     h, w = 6, 8
     generator = torch.Generator().manual_seed(5)
     target, clean, noise = (torch.randn(1, 16, h, w, generator=generator) for _ in range(3))
@@ -266,7 +266,7 @@ def test_cached_sampling_reads_nothing_from_the_device_in_the_step_it_was_comput
     from vidup.engines.flux.cache import LaggedReadout
 
     engine = FluxEngine(flux_config(tiny_flux, **{"flux.cache": "first-block", "flux.cache_threshold": 0.5}))
-    engine.prepare((64, 48))
+    engine.place((64, 48))
     buffers = set()
     real_post = LaggedReadout.post
 
@@ -296,12 +296,12 @@ def test_guidance_free_base_runs_with_the_upscaler_controlnet(tiny_flux):
     engine = FluxEngine(flux_config(tiny_flux, **{"flux.model": str(tiny_flux["schnell"])}))
     assert not engine.components.guidance_embeds and engine.components.controlnet.config.guidance_embeds
     assert not engine.schedules.dynamic
-    cond = (engine.prepare((64, 48)), engine.conditioning(6, 8))[1]
+    cond = (engine.place((64, 48)), engine.conditioning(6, 8))[1]
     assert cond.guidance is None and float(cond.control_guidance[0]) == engine.flux.guidance
     up = Upscaler(engine.config, engine)
     outs = [up.upscale_frame(np.roll(FRAME, shift, axis=1)) for shift in range(2)]
     assert [o.shape for o in outs] == [(48, 64, 3)] * 2
-    assert engine.frames == {"keyframe": 1, "propagated": 1}
+    assert engine.stats.frames == {"keyframe": 1, "propagated": 1}
     # the fixed shift: schnell's schedule does not depend on the frame size
     assert torch.equal(engine.schedules.full(8, 12), engine.schedules.full(8, 40000))
 

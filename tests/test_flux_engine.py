@@ -39,7 +39,7 @@ def flux_config(tiny_flux, **overrides):
 @pytest.fixture(scope="session")
 def engine(tiny_flux):
     engine = FluxEngine(flux_config(tiny_flux))
-    engine.prepare((64, 48))
+    engine.place((64, 48))
     return engine
 
 
@@ -60,7 +60,7 @@ def test_every_component_is_in_the_placement_dtype(tiny_flux):
     engine = FluxEngine(flux_config(tiny_flux, precision="bf16"))
     assert engine.components.dtypes() == dict.fromkeys(
         ("transformer", "controlnet", "vae", "text_encoder", "text_encoder_2"), torch.bfloat16)
-    out = engine.upscale(FRAME, (64, 48))  # and a bf16 frame runs: no dtype mismatch anywhere
+    out = engine.upscale(FRAME, (64, 48)).image  # and a bf16 frame runs: no dtype mismatch anywhere
     assert out.shape == (48, 64, 3) and out.dtype == np.uint8
 
 
@@ -80,26 +80,27 @@ def test_tiny_controlnet_mirrors_the_upscaler_layout(engine):
 
 
 def test_every_stage_returns_the_target_size(engine):
-    out = engine.upscale(FRAME, (64, 48))
+    result = engine.upscale(FRAME, (64, 48))
+    out = result.image
     assert out.shape == (48, 64, 3) and out.dtype == np.uint8
-    stages = engine.stages()
+    stages = result.stages()
     assert [s.name.split(":")[0] for s in stages] == ["stage 0", "stage 1", "stage 2"]
     assert all(s.image.shape == (48, 64, 3) for s in stages)
     assert not np.array_equal(stages[1].image, stages[2].image)  # stage 2 did something
 
 
 def test_step_counts_follow_strength(engine):
-    before = dict(engine.steps_run)
+    before = dict(engine.stats.steps_run)
     engine.upscale(FRAME, (64, 48))
-    assert engine.steps_run["stage1"] - before["stage1"] == denoising_steps(8, 0.75) == 6
-    assert engine.steps_run["stage2"] - before["stage2"] == denoising_steps(8, 0.5) == 4
+    assert engine.stats.steps_run["stage1"] - before["stage1"] == denoising_steps(8, 0.75) == 6
+    assert engine.stats.steps_run["stage2"] - before["stage2"] == denoising_steps(8, 0.5) == 4
 
 
 def test_same_seed_same_output_other_seed_differs(tiny_flux, engine):
-    a = engine.upscale(FRAME, (64, 48))
-    b = engine.upscale(FRAME, (64, 48))
+    a = engine.upscale(FRAME, (64, 48)).image
+    b = engine.upscale(FRAME, (64, 48)).image
     assert np.array_equal(a, b)
-    other = FluxEngine(flux_config(tiny_flux, **{"flux.seed": 7})).upscale(FRAME, (64, 48))
+    other = FluxEngine(flux_config(tiny_flux, **{"flux.seed": 7})).upscale(FRAME, (64, 48)).image
     assert not np.array_equal(a, other)
 
 
@@ -239,13 +240,13 @@ def test_seeding_propagates_with_fewer_steps_and_resets_at_cuts(tiny_flux):
     records = []
     for frame in PAN[:5]:
         up.upscale_frame(frame)
-        records.append(dict(up.engine.last_frame))
+        records.append(dict(up.engine.stats.last_frame))
     assert [r["kind"] for r in records] == ["keyframe", "propagated", "propagated", "keyframe", "propagated"]
     assert records[0]["steps"] == denoising_steps(8, 0.75) + denoising_steps(8, 0.5)
     assert all(r["steps"] < records[0]["steps"] for r in records if r["propagated"])
     up.reset()  # a declared cut
     up.upscale_frame(PAN[0])
-    assert up.engine.last_frame["kind"] == "keyframe"
+    assert up.engine.stats.last_frame["kind"] == "keyframe"
 
 
 def test_keyframes_only_at_cuts_by_default(tiny_flux):
@@ -253,8 +254,8 @@ def test_keyframes_only_at_cuts_by_default(tiny_flux):
     kinds = []
     for frame in PAN:
         up.upscale_frame(frame)
-        kinds.append(up.engine.last_frame["kind"])
-    assert kinds == ["keyframe"] + ["propagated"] * 5 and up.engine.frames == {"keyframe": 1, "propagated": 5}
+        kinds.append(up.engine.stats.last_frame["kind"])
+    assert kinds == ["keyframe"] + ["propagated"] * 5 and up.engine.stats.frames == {"keyframe": 1, "propagated": 5}
 
 
 def test_vae_encodes_per_frame(tiny_flux):
@@ -263,7 +264,7 @@ def test_vae_encodes_per_frame(tiny_flux):
         encodes = []
         for frame in PAN[:3]:
             up.upscale_frame(frame)
-            encodes.append(up.engine.last_frame["vae_encodes"])
+            encodes.append(up.engine.stats.last_frame["vae_encodes"])
         # keyframe: the init and the stage-1 result (control and start share one encode); propagated frames add
         # the two warped previous results
         assert encodes == [2, 4, 4]
@@ -276,7 +277,7 @@ def test_a_frame_the_flow_explains_too_little_of_is_a_keyframe(tiny_flux):
         records = []
         for frame in [pattern(0, 40, 30), np.roll(pattern(0, 40, 30), 1, axis=1)[:, ::-1]]:
             up.upscale_frame(np.ascontiguousarray(frame))
-            records.append(dict(up.engine.last_frame))
+            records.append(dict(up.engine.stats.last_frame))
         seen[min_trusted] = records
     assert seen[0.0][1]["kind"] == "propagated" and seen[0.99][1]["kind"] == "keyframe"
 
@@ -299,7 +300,7 @@ def test_a_propagated_frame_is_held_on_the_warped_previous_result(tiny_flux, mon
 
     def oracle(cond, control=None):
         def velocity(x, sigma):  # the exact velocity toward the pinned target (or toward 0 without one)
-            target = pins[-1].target if pins and engine.last_frame.get("next") == "propagated" else torch.zeros_like(x)
+            target = pins[-1].target if pins and engine.stats.last_frame.get("next") == "propagated" else torch.zeros_like(x)
             return (x - target) / sigma
 
         return velocity
@@ -307,11 +308,11 @@ def test_a_propagated_frame_is_held_on_the_warped_previous_result(tiny_flux, mon
     monkeypatch.setattr(engine, "propagation", remember)
     static = [pattern(0, 40, 30)] * 3  # a still scene: everything trusted
     up.upscale_frame(static[0])
-    engine.last_frame["next"] = "propagated"
+    engine.stats.last_frame["next"] = "propagated"
     monkeypatch.setattr(engine, "denoiser", oracle)
     first = up.temporal._previous_output.copy()
     second = up.upscale_frame(static[1])
-    assert engine.last_frame["kind"] == "propagated" and len(pins) == 2
+    assert engine.stats.last_frame["kind"] == "propagated" and len(pins) == 2
     through_vae = from_unit(engine.codec.decode(engine.codec.encode(first)), np.uint8)
     assert np.abs(second.astype(int) - through_vae).max() <= 1
 
@@ -349,7 +350,7 @@ def test_memory_plan_respects_requests_and_cpu(full_size):
 @pytest.mark.parametrize("offload", ["none", "model"])
 def test_no_module_moves_while_frames_run_and_text_encoders_leave(tiny_flux, offload):
     engine = FluxEngine(flux_config(tiny_flux))
-    engine.prepare((64, 48), plan=MemoryPlan(offload, "test"))
+    engine.place((64, 48), plan=MemoryPlan(offload, "test"))
     moves = list(engine.placer.moves)
     assert moves.index(("text_encoder", "host")) > moves.index(("text_encoder", "device"))
     assert engine.placer.location == {"transformer": "device", "controlnet": "device", "vae": "device",
@@ -365,9 +366,9 @@ def test_no_module_moves_while_frames_run_and_text_encoders_leave(tiny_flux, off
 
 def test_sequential_plan_streams_blocks_and_runs(tiny_flux):
     engine = FluxEngine(flux_config(tiny_flux))
-    engine.prepare((64, 48), plan=MemoryPlan("sequential", "test"))
+    engine.place((64, 48), plan=MemoryPlan("sequential", "test"))
     assert engine.placer.location["vae"] == "device" and engine.placer.streamed
-    assert engine.upscale(FRAME, (64, 48)).shape == (48, 64, 3)
+    assert engine.upscale(FRAME, (64, 48)).image.shape == (48, 64, 3)
 
 
 def test_out_of_memory_backoff_turns_on_vae_tiling_then_streams_blocks_and_keeps_the_frame(tiny_flux):
@@ -377,10 +378,10 @@ def test_out_of_memory_backoff_turns_on_vae_tiling_then_streams_blocks_and_keeps
 
     config = flux_config(tiny_flux, **{"flux.vae_tiling": False})
     clean = FluxEngine(config)
-    clean.prepare((64, 48))
-    expected = clean.upscale(FRAME, (64, 48))
+    clean.place((64, 48))
+    expected = clean.upscale(FRAME, (64, 48)).image
     engine = FluxEngine(config)
-    engine.prepare((64, 48))
+    engine.place((64, 48))
     start = engine.footprint()
     assert start == (False, "none")
     real, failures = engine.components.transformer.forward, []
@@ -411,7 +412,7 @@ def test_out_of_memory_backoff_turns_on_vae_tiling_then_streams_blocks_and_keeps
 def test_a_reused_step_equals_a_computed_one_with_the_controlnet(tiny_flux, cache):
     engine = FluxEngine(flux_config(tiny_flux, **{"flux.cache": cache, "flux.cache_threshold": 10.0,
                                                   "flux.taylorseer_warmup": 1, "flux.taylorseer_interval": 3}))
-    engine.prepare((64, 48))
+    engine.place((64, 48))
     generator = torch.Generator().manual_seed(0)
     x = pack(torch.randn(1, 16, 6, 8, generator=generator))
     control = pack(torch.randn(1, 16, 6, 8, generator=generator))
@@ -439,10 +440,10 @@ def test_cached_stages_start_fresh_every_frame(tiny_flux):
 
 
 def test_lora_changes_output_and_scale_zero_restores_it(tiny_flux, engine):
-    plain = engine.upscale(FRAME, (64, 48))
+    plain = engine.upscale(FRAME, (64, 48)).image
     lora = tiny_flux["lora"] / "pytorch_lora_weights.safetensors"
-    with_lora = FluxEngine(flux_config(tiny_flux, **{"flux.loras": [f"{lora}:1.0"]})).upscale(FRAME, (64, 48))
-    zero = FluxEngine(flux_config(tiny_flux, **{"flux.loras": [f"{tiny_flux['lora']}:0"]})).upscale(FRAME, (64, 48))
+    with_lora = FluxEngine(flux_config(tiny_flux, **{"flux.loras": [f"{lora}:1.0"]})).upscale(FRAME, (64, 48)).image
+    zero = FluxEngine(flux_config(tiny_flux, **{"flux.loras": [f"{tiny_flux['lora']}:0"]})).upscale(FRAME, (64, 48)).image
     assert np.abs(with_lora.astype(int) - plain).mean() > 0.5
     assert np.abs(zero.astype(int) - plain).max() <= 1
 
@@ -453,7 +454,7 @@ def test_turbo_lora_runs_on_propagated_frames_only_with_its_own_steps(tiny_flux)
     seen = []
     for frame in PAN[:3]:
         up.upscale_frame(frame)
-        seen.append((up.engine.last_frame["kind"], up.engine.active_adapters, up.engine.last_frame["steps"]))
+        seen.append((up.engine.stats.last_frame["kind"], up.engine.active_adapters, up.engine.stats.last_frame["steps"]))
     assert [s[:2] for s in seen] == [("keyframe", []), ("propagated", ["turbo"]), ("propagated", ["turbo"])]
     # the turbo schedule: 4 steps, fewer than the 8-step schedule could ever run on a propagated frame
     assert seen[1][2] <= denoising_steps(4, 0.75) + denoising_steps(4, 0.5) < denoising_steps(8, 0.4) + denoising_steps(8, 0.25)
@@ -478,7 +479,7 @@ def test_switching_adapters_per_frame_does_not_recompile(tiny_flux):
     kinds, graphs = [], []
     for frame in PAN:
         up.upscale_frame(frame)
-        kinds.append(up.engine.last_frame["kind"])
+        kinds.append(up.engine.stats.last_frame["kind"])
         graphs.append(len(compiled))
     assert kinds == ["keyframe", "propagated"] * 3
     assert graphs[1] > 0 and graphs[-1] == graphs[1]  # both kinds compiled once; switching back and forth is free
@@ -546,8 +547,7 @@ def test_uncached_repo_id_is_an_error_with_the_fetch_command(tiny_flux, tmp_path
 
 def test_sr_init_uses_the_sr_engine(tiny_flux):
     engine = FluxEngine(flux_config(tiny_flux, **{"flux.init": "sr"}))
-    engine.upscale(FRAME, (64, 48))
-    init = engine.stages()[0]
+    init = engine.upscale(FRAME, (64, 48)).stages()[0]
     assert init.name == "stage 0: sr" and not np.array_equal(init.image, resize_rgb(FRAME, 64, 48))
 
 
@@ -559,7 +559,7 @@ def test_prompt_is_encoded_once_per_clip(tiny_flux, tmp_path):
     engine.components.text_encoder_2.register_forward_hook(lambda *a: calls.append(1))
     clip = make_clip(tmp_path / "in.mp4", frames=3, size=(40, 30))
     upscale_video(clip, tmp_path / "out.mp4", flux_config(tiny_flux), engine=engine)
-    assert len(calls) == 1 and engine.prompt_encodings == 1
+    assert len(calls) == 1 and engine.stats.prompt_encodings == 1
 
 
 def test_cli_end_to_end_on_a_ten_frame_clip_with_audio(tiny_flux, tmp_path):
@@ -589,5 +589,5 @@ def test_targets_that_are_not_multiples_of_16_are_worked_at_the_next_multiple(ti
     up = upscaler(flux_config(tiny_flux, size="70"))  # 40x30 -> 70x52: FLUX works at 80x64
     outs = [up.upscale_frame(frame) for frame in PAN[:2]]
     assert [o.shape for o in outs] == [(52, 70, 3), (52, 70, 3)]
-    assert up.engine.last_frame["kind"] == "propagated"
-    assert up.engine.stages()[1].image.shape == (64, 80, 3)  # stage images at the working size
+    assert up.engine.stats.last_frame["kind"] == "propagated"
+    assert up.last.stages()[1].image.shape == (64, 80, 3)  # stage images at the working size

@@ -16,11 +16,12 @@ def test_tile_boxes_cover_without_gaps():
 
 def test_engine_output_has_target_size_and_stages(sr_engine, sample):
     frame = decoded(sample)[5]
-    out = sr_engine.upscale(frame, (1024, 576))
+    result = sr_engine.upscale(frame, (1024, 576))
+    out = result.image
     assert out.shape == (576, 1024, 3) and out.dtype == np.uint8
-    names = [s.name for s in sr_engine.stages()]
+    names = [s.name for s in result.stages()]
     assert names == ["clear-reality-x4 x4", "resized to target", "colour anchored to input"]
-    assert sr_engine.stages()[0].image.shape == (576, 1024, 3)
+    assert result.stages()[0].image.shape == (576, 1024, 3)
 
 
 def test_tiled_output_matches_whole_frame(sample):
@@ -34,8 +35,8 @@ def test_tiled_output_matches_whole_frame(sample):
 
 def test_frames_larger_than_target_skip_the_network(sr_engine):
     frame = np.full((600, 800, 3), 90, np.uint8)
-    out = sr_engine.upscale(frame, (512, 384))
-    assert out.shape == (384, 512, 3) and sr_engine.stages()[0].name.startswith("resize")
+    result = sr_engine.upscale(frame, (512, 384))
+    assert result.image.shape == (384, 512, 3) and result.stages()[0].name.startswith("resize")
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -125,10 +125,10 @@ def test_a_cut_resets_the_temporal_state(sample):
     for frame in frames[55:66]:
         prior = tracker.prior_for(frame, (1024, 576))
         priors.append(prior)
-        tracker.commit(np.zeros((576, 1024, 3), np.uint8), {"stage1": "old shot"})
+        tracker.commit(np.zeros((576, 1024, 3), np.uint8), "the old shot's carry")
     assert priors[0] is None and all(p is not None for p in priors[1:5])
     assert priors[5] is None  # frame 60: the cut
-    assert priors[6].index_in_shot == 1 and priors[6].extras == {"stage1": "old shot"}
+    assert priors[6].index_in_shot == 1 and priors[6].carry == "the old shot's carry"
     assert tracker.cuts == [5]
     tracker.reset()
     assert tracker.prior_for(frames[66], (1024, 576)) is None

@@ -186,8 +186,8 @@ def test_the_saved_lora_loads_with_lora_and_changes_the_output_and_not_at_scale_
     def upscale(*loras):
         config = train_config(tiny_flux, **{"size": "64", "flux.loras": list(loras)})
         engine = FluxEngine(config)
-        engine.prepare((64, 48))
-        return engine.upscale(frame, (64, 48))
+        engine.place((64, 48))
+        return engine.upscale(frame, (64, 48)).image
 
     plain = upscale()
     assert not np.array_equal(upscale(f"{out}:0.8"), plain)
@@ -281,11 +281,11 @@ def test_a_kohya_format_flux_lora_loads_through_lora(tmp_path, tiny_flux):
         state[f"{prefix}_proj.alpha"] = torch.tensor(4.0)
     kohya = tmp_path / "kohya.safetensors"
     save_file(state, str(kohya))
-    engine.prepare((64, 48))
-    plain = engine.upscale(pattern(5, 40, 30), (64, 48))
+    engine.place((64, 48))
+    plain = engine.upscale(pattern(5, 40, 30), (64, 48)).image
     with_lora = FluxEngine(train_config(tiny_flux, size="64", **{"flux.loras": [f"{kohya}:1.0"]}))
-    with_lora.prepare((64, 48))
-    assert not np.array_equal(with_lora.upscale(pattern(5, 40, 30), (64, 48)), plain)
+    with_lora.place((64, 48))
+    assert not np.array_equal(with_lora.upscale(pattern(5, 40, 30), (64, 48)).image, plain)
 
 
 def test_train_lora_settings_are_checked(tiny_flux, tmp_path):

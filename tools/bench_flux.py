@@ -61,9 +61,9 @@ def run_size(engine, config, frames, size: str, warmup: int = 1) -> dict:
         started = time.perf_counter()
         upscaler.upscale_frame(frame)
         synchronize()
-        kind = engine.last_frame["kind"]
+        kind = engine.stats.last_frame["kind"]
         seconds[kind].append(time.perf_counter() - started)
-        steps[kind].append(engine.last_frame["steps"])
+        steps[kind].append(engine.stats.last_frame["steps"])
     row = {"size": size, "plan": engine.memory_plan.offload}
     for kind in seconds:
         timed = seconds[kind][warmup:]  # the first of each kind warms up (compile, allocator)
@@ -92,7 +92,7 @@ def full_size_engine(config, build_on: str = "cpu", plan_size: tuple[int, int] |
     print(f"built full-size random components on {build_on} in {time.perf_counter() - started:.0f} s", flush=True)
     engine = FluxEngine(config, components=components)
     if free is not None:
-        engine.prepare(plan_size, free_memory=free)
+        engine.place(plan_size, free_memory=free)
     return engine
 
 

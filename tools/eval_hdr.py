@@ -85,9 +85,9 @@ def main() -> None:
             h, w = truth.shape[:2]
             low = cv2.resize(truth, (w // 4, h // 4), interpolation=cv2.INTER_AREA)
             runs = {"lanczos": cv2.resize(low, (w, h), interpolation=cv2.INTER_LANCZOS4),
-                    "sr on code values": engine.upscale(low, (w, h))}
+                    "sr on code values": engine.upscale(low, (w, h)).image}
             if transfer == "pq":
-                runs["sr display-referred"] = space.inverse(engine.upscale(space.forward(low), (w, h)))
+                runs["sr display-referred"] = space.inverse(engine.upscale(space.forward(low), (w, h)).image)
             reference = truth.astype(np.float32) / 65535
             for name, out in runs.items():
                 got = out.astype(np.float32) / 65535

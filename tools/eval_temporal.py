@@ -79,11 +79,11 @@ def evaluate_case(name, config_overrides, truth, lows, engine_factory=None, save
         row.pop("detail_by_frame")
         row.pop("ewarps")
         if engine is not None and hasattr(engine, "steps_by_kind"):
-            row["steps_per_frame"] = sum(engine.steps_run.values()) / len(lows)
+            row["steps_per_frame"] = sum(engine.stats.steps_run.values()) / len(lows)
             for kind in ("keyframe", "propagated"):
-                frames = engine.frames[kind]
+                frames = engine.stats.frames[kind]
                 row[f"{kind}_frames"] = frames
-                row[f"steps_per_{kind}"] = engine.steps_by_kind[kind] / frames if frames else None
+                row[f"steps_per_{kind}"] = engine.stats.steps_by_kind[kind] / frames if frames else None
         rows.append(row)
         if save:
             for i in save["frames"]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from vidup.config import VidupConfig
-from vidup.engines.base import Engine
+from vidup.engines.contract import Engine
 from vidup.filter import run_filter  # noqa: F401  (an entry point)
 from vidup.jobs.job import run_job
 from vidup.preview import preview_frame  # noqa: F401  (an entry point)

@@ -1,7 +1,8 @@
 """Out-of-memory backoff: a frame that does not fit is run again with a smaller footprint, never dropped.
 
-Engines that can shrink offer `shrink() -> str | None` (one step smaller; what changed, or None when nothing is
-left) and `footprint()` / `set_footprint(state)` so a job can start each segment from the configured setting.
+Engines that can shrink are `Shrinkable` (vidup.engines.contract): `shrink() -> str | None` (one step smaller; what
+changed, or None when nothing is left) and `footprint()` / `set_footprint(state)` so a job can start each segment
+from the configured setting.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, TypeVar
 
+from vidup.engines.contract import Shrinkable
 from vidup.errors import EngineMemoryError
 
 log = logging.getLogger("vidup")
@@ -30,8 +32,7 @@ def with_backoff(call: Callable[[], T], engine, where: str, warn: Callable[[str]
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            shrink = getattr(engine, "shrink", None)
-            change = shrink() if shrink is not None else None
+            change = engine.shrink() if isinstance(engine, Shrinkable) else None
             if change is None:
                 raise EngineMemoryError(f"out of memory at {where}, with nothing left to shrink "
                                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "

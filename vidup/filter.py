@@ -12,7 +12,7 @@ from fractions import Fraction
 from typing import BinaryIO, Callable
 
 from vidup.config import VidupConfig
-from vidup.engines.base import Engine
+from vidup.engines.contract import Engine
 from vidup.errors import ConfigError, PipeFormatError, VidupError
 from vidup.upscaler import Upscaler
 from vidup.progress import progress_bar

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from vidup.config import VidupConfig
-from vidup.engines.base import Engine
+from vidup.engines.contract import Engine
 from vidup.errors import ConfigError
 from vidup.pixels import to_8bit
 from vidup.upscaler import Upscaler
@@ -133,7 +133,7 @@ def preview_frame(clip: str | Path, config: VidupConfig, frame: int | None = Non
         t2 = time.perf_counter()
         upscaler.upscale_frame(rgb)
         panels = [Panel("input (nearest)", nearest, t1 - t0), Panel("Lanczos", lanczos, t2 - t1)]
-        panels += [Panel(s.name, s.image, s.seconds) for s in upscaler.engine.stages()]
+        panels += [Panel(s.name, s.image, s.seconds) for s in upscaler.last.stages()]
         panels = [Panel(p.name, to_8bit(p.image), p.seconds) for p in panels]  # the sheet is an 8-bit PNG
         crops = choose_crops(panels[1].image)
         return Preview(render_sheet(panels, crops, size), panels, decoded.index, reader.frames_decoded, crops)

@@ -45,7 +45,7 @@ class FaultySR(SREngine):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
         return super()._forward(x)
 
-    def upscale(self, frame, size, prior=None, prepared=None):
+    def upscale(self, frame, size, prior=None, network=None):
         if self.kill_after is not None and self.frames == self.kill_after:
             if self.marker is None:
                 os.kill(os.getpid(), self.kill_signal)
@@ -53,7 +53,7 @@ class FaultySR(SREngine):
                 Path(self.marker).touch()
                 os._exit(1)
         self.frames += 1
-        return super().upscale(frame, size, prior, prepared)
+        return super().upscale(frame, size, prior, network)
 
 
 @dataclass

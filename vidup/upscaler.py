@@ -12,7 +12,8 @@ import numpy as np
 
 from vidup.backoff import with_backoff
 from vidup.config import VidupConfig
-from vidup.engines.base import Engine, load_engine, settle
+from vidup.engines.base import load_engine, settle
+from vidup.engines.contract import Batched, Engine, EngineOutput
 from vidup.temporal.state import Motion, TemporalTracker
 from vidup.video.colour import frame_to_rgb
 from vidup.video.describe import OutputDescription
@@ -38,6 +39,7 @@ class Upscaler:
         self.notes: list[str] = []
         self.warnings: list[str] = []  # out-of-memory backoffs
         self.frames_done = 0
+        self.last: EngineOutput | None = None  # the engine's output for the last frame (its stages, for previews)
         t = self.config.temporal
         self.temporal = TemporalTracker.from_config(t) if t.enabled else None
         self._before, self._after = self._colour_path(description)
@@ -105,11 +107,11 @@ class Upscaler:
             return
         yield from self.temporal.analyser.analyse_stream(frames, self.flow_workers)
 
-    def _upscale_one(self, rgb: np.ndarray, motion: Motion | None, prepared=None) -> np.ndarray:
-        """One frame, already through the pre-engine colour transform."""
+    def _upscale_one(self, rgb: np.ndarray, motion: Motion | None, network=None) -> np.ndarray:
+        """One frame, already through the pre-engine colour transform. `network`: its share of a batched run."""
         size = self.target_size(rgb.shape[1], rgb.shape[0])
         self._check_flow_size(rgb)
-        extra = {"prepared": prepared} if prepared is not None else {}
+        extra = {"network": network} if network is not None else {}
         if self.temporal is not None:
             extra["prior"] = self.temporal.prior_for(rgb, size, motion)
 
@@ -117,28 +119,30 @@ class Upscaler:
             try:
                 return self.engine.upscale(rgb, size, **extra)
             except Exception:
-                extra.pop("prepared", None)  # a retry recomputes the network's output with the smaller footprint
+                extra.pop("network", None)  # a retry recomputes the network's output with the smaller footprint
                 raise
 
-        out = self._engine_call(run)
+        self.last = self._engine_call(run)
         if self.temporal is not None:
-            self.temporal.commit(out, getattr(self.engine, "temporal_extras", lambda: None)())
+            self.temporal.commit(self.last.image, self.last.carry)
         self.frames_done += 1
+        out = self.last.image
         return self._after(out) if self._after is not None else out
 
     def upscale_stream(self, items: Iterable[tuple[np.ndarray, Motion | None]]) -> Iterator[np.ndarray]:
         """(frame, motion) pairs in (motion None: analysed here), upscaled frames out, in order. An engine that
         batches (the SR network) gets runs of up to its batch size; the rest of each frame is finished in order."""
-        batch = max(1, getattr(self.engine, "batch", 1))
+        batched = isinstance(self.engine, Batched)
+        batch = max(1, self.engine.batch) if batched else 1
         pending: list[tuple[np.ndarray, Motion | None]] = []
 
         def flush():
             frames = [frame if self._before is None else self._before(frame) for frame, _ in pending]
-            prepared = [None] * len(pending)
-            if len(pending) > 1 and hasattr(self.engine, "prepare"):
+            shares = [None] * len(pending)
+            if len(pending) > 1 and batched:
                 size = self.target_size(frames[0].shape[1], frames[0].shape[0])
-                prepared = self._engine_call(lambda: self.engine.prepare(frames, size))
-            for frame, (_, motion), ready in zip(frames, pending, prepared):
+                shares = self._engine_call(lambda: self.engine.network_batch(frames, size))
+            for frame, (_, motion), ready in zip(frames, pending, shares):
                 yield self._upscale_one(frame, motion, ready)
             pending.clear()
 

@@ -10,7 +10,7 @@ import torch
 
 from vidup.config import ENGINE_NAMES, SETTLED_SETTINGS, SR_AUTO_BATCH_GPU, VidupConfig
 from vidup.device import choose_placement
-from vidup.engines.contract import Engine, StageOutput  # noqa: F401  (re-exported: the contract's users)
+from vidup.engines.contract import Engine
 from vidup.engines.sr import SREngine
 from vidup.errors import ConfigError
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch import nn
 
 from vidup.device import Placement, choose_placement
 from vidup.config import SR_AUTO_BATCH_GPU
-from vidup.engines.contract import StageOutput
+from vidup.engines.contract import EngineOutput, StageOutput
 from vidup.engines.sr_archs import Architecture
 from vidup.engines.weights import load_sr_model
 from vidup.pixels import peak
@@ -41,6 +42,14 @@ def tile_boxes(length: int, tile: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
 
 
+@dataclass
+class SRCarry:
+    """What the SR engine hands the next frame: on the tensor path, the finished frame on the device (1, 3, H, W)
+    in [0, 1], so the next warp needs no upload."""
+
+    device_output: torch.Tensor
+
+
 class SREngine:
     name = "sr"
 
@@ -58,13 +67,11 @@ class SREngine:
         if placement.device.type != "cpu":
             model = model.to(placement.dtype)  # accelerators hold weights in the compute dtype
         self.model = model.to(memory_format=torch.channels_last)
-        self._stages: list[StageOutput] = []
         self.history = history or HistoryBlend()
         self.color_anchor, self.color_anchor_sigma = color_anchor, color_anchor_sigma
         on_device = placement.device.type != "cpu"
         self.batch = (SR_AUTO_BATCH_GPU if on_device else 1) if batch == "auto" else int(batch)
         self.tensor_path = backend == "torch" or (backend == "auto" and on_device)
-        self._last: torch.Tensor | None = None  # the last finished frame, on the device (tensor path)
         self._input_side = 0  # long side of the last network input (the first tile when backing off)
 
     @classmethod
@@ -160,44 +167,44 @@ class SREngine:
         """At least as large as the target: the network could only add detail to be thrown away."""
         return max(frame.shape[:2]) >= max(size)
 
-    def prepare(self, frames: list[np.ndarray], size: tuple[int, int]) -> list:
+    def network_batch(self, frames: list[np.ndarray], size: tuple[int, int]) -> list:
         """The batched part of `upscale` for a run of frames (the network); None for frames that skip it."""
         todo = [f for f in frames if not self.passes_through(f, size)]
         done = iter(self.network(todo)) if todo else iter(())
         return [None if self.passes_through(f, size) else next(done) for f in frames]
 
     def upscale(self, frame: np.ndarray, size: tuple[int, int], prior: "TemporalPrior | None" = None,
-                prepared: torch.Tensor | None = None) -> np.ndarray:
+                network: torch.Tensor | None = None) -> EngineOutput:
+        """`network`: this frame's share of `network_batch`, when the run was batched."""
         started = time.perf_counter()
         if self.passes_through(frame, size):
             out = resize_rgb(frame, *size)
-            self._stages = [StageOutput("resize (input >= target)", out, time.perf_counter() - started)]
-            self._last = None
-            return out
-        sr = prepared if prepared is not None else self.network([frame])[0]
+            stages = [StageOutput("resize (input >= target)", out, time.perf_counter() - started)]
+            return EngineOutput(out, None, lambda: stages)
+        sr = network if network is not None else self.network([frame])[0]
         network_done = time.perf_counter()
         finish = self._finish_tensors if self.tensor_path else self._finish_arrays
         return finish(frame, sr, size, prior, started, network_done)
 
-    def _finish_arrays(self, frame, sr, size, prior, started, network_done) -> np.ndarray:
+    def _finish_arrays(self, frame, sr, size, prior, started, network_done) -> EngineOutput:
         sr = self._to_host(sr, frame.dtype)
         out = resize_rgb(sr, *size)
         resized = time.perf_counter()
-        self._stages = [StageOutput(f"{self.model_name} x{self.scale}", sr, network_done - started),
-                        StageOutput("resized to target", out, resized - network_done)]
+        stages = [StageOutput(f"{self.model_name} x{self.scale}", sr, network_done - started),
+                  StageOutput("resized to target", out, resized - network_done)]
         if self.color_anchor:
             # Colour and shading below the anchor scale come from the input itself, detail from the network.
             out = anchor_to_input(out, frame, self.color_anchor_sigma)
             anchored = time.perf_counter()
-            self._stages.append(StageOutput("colour anchored to input", out, anchored - resized))
+            stages.append(StageOutput("colour anchored to input", out, anchored - resized))
             resized = anchored
         if prior is not None and self.history.active:
             out = self.history.apply(out, prior, size[0] / frame.shape[1])
-            self._stages.append(StageOutput("temporal blend", out, time.perf_counter() - resized))
-        return out
+            stages.append(StageOutput("temporal blend", out, time.perf_counter() - resized))
+        return EngineOutput(out, None, lambda: stages)
 
     @torch.inference_mode()
-    def _finish_tensors(self, frame, sr, size, prior, started, network_done) -> np.ndarray:
+    def _finish_tensors(self, frame, sr, size, prior, started, network_done) -> EngineOutput:
         """The same steps on the device, rounding to the frame's codes where the array path does."""
         top, device = peak(frame.dtype), sr.device
         quantise = lambda t: (t * top).round_().clamp_(0, top) / top  # noqa: E731
@@ -212,7 +219,7 @@ class SREngine:
             stages.append(("colour anchored to input", out[0], time.perf_counter() - mark))
             mark = time.perf_counter()
         if prior is not None and self.history.active:
-            previous = prior.extras.get("device_output")
+            previous = prior.carry.device_output if isinstance(prior.carry, SRCarry) else None
             if previous is None or previous.shape[-2:] != out.shape[-2:]:
                 previous = torch.from_numpy(np.ascontiguousarray(prior.previous_output)).to(device) \
                     .permute(2, 0, 1)[None].float() / top
@@ -221,15 +228,7 @@ class SREngine:
             scale = size[0] / frame.shape[1]
             out = quantise(self.history.apply_tensors(out, previous, flow, confidence, top, scale))
             stages.append(("temporal blend", out[0], time.perf_counter() - mark))
-        self._last = out
-        self._stages = [(name, image, seconds, frame.dtype) for name, image, seconds in stages]  # for previews
-        return self._to_host(out[0], frame.dtype)
-
-    def temporal_extras(self) -> dict:
-        """On the tensor path the finished frame stays on the device for the next frame's warp."""
-        return {"device_output": self._last} if self.tensor_path and self._last is not None else {}
-
-    def stages(self) -> list[StageOutput]:
-        """The last frame's intermediate images (tensor-path images come to the host only when asked for)."""
-        return [s if isinstance(s, StageOutput) else StageOutput(s[0], self._to_host(s[1], s[3]), s[2])
-                for s in self._stages]
+        dtype = frame.dtype
+        return EngineOutput(self._to_host(out[0], dtype), SRCarry(out),  # the frame stays on the device
+                            lambda: [StageOutput(name, self._to_host(image, dtype), seconds)
+                                     for name, image, seconds in stages])

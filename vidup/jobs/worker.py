@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from vidup.config import VidupConfig
-from vidup.engines.base import Engine, load_engine, settled_values
+from vidup.engines.base import load_engine, settled_values
+from vidup.engines.contract import Engine, Shrinkable
 from vidup.frame_path import frame_path
 from vidup.errors import JobError
 from vidup.jobs.plan import Segment
@@ -48,8 +49,7 @@ class SegmentWorker:
                  engine_factory: Callable[[VidupConfig], Engine] | None = None):
         self.config = config
         self.engine = engine if engine is not None else (engine_factory or load_engine)(config)
-        footprint = getattr(self.engine, "footprint", None)
-        self._footprint = footprint() if footprint is not None else None
+        self._footprint = self.engine.footprint() if isinstance(self.engine, Shrinkable) else None
         self.segments_run = 0
 
     def run(self, job: JobSpec, segment: Segment, folder: Path, input_path: Path | None = None,

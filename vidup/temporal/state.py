@@ -40,7 +40,7 @@ class TemporalPrior:
     size: tuple[int, int]  # output (width, height)
     previous_output: np.ndarray
     index_in_shot: int  # 1 for the second frame of a shot
-    extras: dict = field(default_factory=dict)  # engine-specific state carried from the previous frame
+    carry: object = None  # the engine's own typed state from the previous frame (`EngineOutput.carry`)
 
     @cached_property
     def flow(self) -> np.ndarray:
@@ -182,7 +182,7 @@ class TemporalTracker:
     def reset(self, declared: bool = True) -> None:
         """A cut: nothing from before may reach the next frame."""
         self._previous_output: np.ndarray | None = None
-        self._extras: dict = {}
+        self._carry: object = None
         self._index_in_shot = 0
         if declared:
             self.analyser.reset()
@@ -196,9 +196,9 @@ class TemporalTracker:
             return None
         if motion.flows is None or self._previous_output is None or self._previous_output.shape[1::-1] != tuple(size):
             return None
-        return TemporalPrior(motion.flows, size, self._previous_output, self._index_in_shot, dict(self._extras))
+        return TemporalPrior(motion.flows, size, self._previous_output, self._index_in_shot, self._carry)
 
-    def commit(self, output: np.ndarray, extras: dict | None = None) -> None:
+    def commit(self, output: np.ndarray, carry: object = None) -> None:
         self._previous_output = output
-        self._extras = extras or {}
+        self._carry = carry
         self._index_in_shot += 1

@@ -313,16 +313,16 @@ class Validator:
             low = cv2.resize(image, (max(16, w // t.validation_degrade), max(16, h // t.validation_degrade)),
                              interpolation=cv2.INTER_AREA)
             if self.engine.placer is None:
-                self.engine.prepare(size, plan=self.memory_plan())
+                self.engine.place(size, plan=self.memory_plan())
             else:
                 self.engine.placer.denoise_phase()
             t0 = time.perf_counter()
-            self.engine.upscale(low, size)
+            output = self.engine.upscale(low, size)
             seconds = time.perf_counter() - t0
             panels = [Panel(f"{name}: degraded x{t.validation_degrade} (nearest)",
                             cv2.resize(low, size, interpolation=cv2.INTER_NEAREST), 0.0),
                       Panel("Lanczos", cv2.resize(low, size, interpolation=cv2.INTER_LANCZOS4), 0.0)]
-            panels += [Panel(s.name, s.image, s.seconds) for s in self.engine.stages()]
+            panels += [Panel(s.name, s.image, s.seconds) for s in output.stages()]
             panels.append(Panel(f"ground truth (engine {seconds:.1f} s)", image, 0.0))
             rows.append(render_sheet(panels, choose_crops(image), size))
         return rows

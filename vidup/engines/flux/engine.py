@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import cv2
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vidup.device import Placement, choose_placement
-from vidup.engines.contract import StageOutput
+from vidup.engines.contract import EngineOutput, StageOutput
 from vidup.engines.sr import SREngine
 from vidup.engines.flux import latents as lat
 from vidup.engines.flux.cache import make_cache
@@ -49,6 +49,27 @@ log = logging.getLogger(__name__)
 STAGES = ("stage1", "stage2")
 FLUX_MULTIPLE = 16  # the VAE halves three times and the transformer takes 2x2 patches
 FULLY_TRUSTED = 1 - 1e-3  # confidence at or above this counts as fully trusted (feathering leaves 0.9999...)
+
+
+@dataclass
+class FluxCarry:
+    """What a FLUX frame hands the next frame of its shot: its stage-1 result (at the target size), the noise
+    fields transported with the flow, and how many propagated frames came since the keyframe."""
+
+    stage1: np.ndarray
+    noise: dict[str, TransportedNoise]
+    since_key: int
+
+
+@dataclass
+class FluxStats:
+    """Telemetry, kept apart from the logic: tests and benchmarks read it, nothing in the engine decides by it."""
+
+    steps_run: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
+    frames: dict = field(default_factory=lambda: {"keyframe": 0, "propagated": 0})
+    steps_by_kind: dict = field(default_factory=lambda: {"keyframe": 0, "propagated": 0})
+    prompt_encodings: int = 0  # the text encoders run once per clip
+    last_frame: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -130,19 +151,13 @@ class FluxEngine:
         self._active_adapters: tuple | None = None
         self.placer: Placer | None = None
         self.prompt = None
-        self.prompt_encodings = 0  # the text encoders run once per clip
+        self.stats = FluxStats()
         self.cache = None
         self._conditioning: dict[tuple[int, int], Conditioning] = {}
         self._pre_upscaler = None
         if flux.init == "sr":
             self._pre_upscaler = SREngine.from_config(config)
-        self.steps_run = dict.fromkeys(STAGES, 0)
-        self.frames = {"keyframe": 0, "propagated": 0}
-        self.steps_by_kind = {"keyframe": 0, "propagated": 0}
-        self.last_frame: dict = {}
         self.on_step: Callable[[str, Step], None] | None = None  # per-step observer (tests, previews)
-        self._stages: list[StageOutput] = []
-        self._extras: dict = {}
 
     # --- once per engine ------------------------------------------------------------------------------------
 
@@ -184,8 +199,8 @@ class FluxEngine:
         side = spec.long_side or 1024
         return side, side
 
-    def prepare(self, size: tuple[int, int] | None = None, free_memory: int | None = None,
-                plan: MemoryPlan | None = None) -> None:
+    def place(self, size: tuple[int, int] | None = None, free_memory: int | None = None,
+              plan: MemoryPlan | None = None) -> None:
         """Place the components, encode the clip's prompt, set up cache and compile. Runs once, before the first
         frame (or earlier, to report the plan). `free_memory` overrides the device's free bytes, `plan` the
         plan itself."""
@@ -201,7 +216,7 @@ class FluxEngine:
         self.placer = Placer(self.components.modules(), plan, device)
         self.placer.prompt_phase()
         self.prompt = encode_prompt(self.components, flux.prompt, flux.max_sequence_length)
-        self.prompt_encodings += 1
+        self.stats.prompt_encodings += 1
         self.placer.denoise_phase()
         if flux.vae_tiling:
             self.components.vae.enable_tiling()
@@ -290,7 +305,7 @@ class FluxEngine:
         x = start(lat.pack(clean.float()), lat.pack(noise.to(clean.device, torch.float32)), plan.sigmas, pin)
 
         def on_step(step: Step) -> None:
-            self.steps_run[stage] += 1
+            self.stats.steps_run[stage] += 1
             if self.on_step is not None:
                 self.on_step(stage, step)
 
@@ -326,7 +341,7 @@ class FluxEngine:
 
     def _is_propagated(self, prior: "TemporalPrior | None") -> bool:
         temporal = self.config.temporal
-        if prior is None or not temporal.enabled or "stage1" not in prior.extras:
+        if prior is None or not temporal.enabled or not isinstance(prior.carry, FluxCarry):
             return False
         if temporal.keyframe_interval and prior.index_in_shot % temporal.keyframe_interval == 0:
             return False
@@ -340,12 +355,12 @@ class FluxEngine:
         if not propagated or mode == "fixed":
             noises = {stage: keyframe_noise(shape, seed, i) for i, stage in enumerate(STAGES)}
             return noises, {stage: TransportedNoise.start(n) for stage, n in noises.items()}, 0
-        since = prior.extras["since_key"] + 1
+        since = prior.carry.since_key + 1
         h, w = shape[-2:]
         flow = upsample_flow(prior.flows.prev_to_cur, w, h)
         visible = consistent_flow(prior.flows.prev_to_cur, prior.flows.cur_to_prev).astype(np.float32)
         valid = cv2.resize(visible, (w, h), interpolation=cv2.INTER_AREA) > 0.5
-        fields = {stage: prior.extras["noise"][stage].advance(flow, valid, fresh_noise(shape, seed, i, since))
+        fields = {stage: prior.carry.noise[stage].advance(flow, valid, fresh_noise(shape, seed, i, since))
                   for i, stage in enumerate(STAGES)}
         return {stage: f.noise for stage, f in fields.items()}, fields, since
 
@@ -366,15 +381,16 @@ class FluxEngine:
         return cv2.resize(prior.flows.confidence.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
 
     @torch.inference_mode()
-    def upscale(self, frame: np.ndarray, size: tuple[int, int], prior: "TemporalPrior | None" = None) -> np.ndarray:
+    def upscale(self, frame: np.ndarray, size: tuple[int, int], prior: "TemporalPrior | None" = None) -> EngineOutput:
         self.check_inputs(frame, size)
-        self.prepare(size)
+        self.place(size)
         flux, temporal = self.flux, self.config.temporal
         propagated = self._is_propagated(prior)
         kind = "propagated" if propagated else "keyframe"
         self._activate(kind)
         anchor = COLOR_FIXES[temporal.color_fix if temporal.enabled else "none"]
-        steps_before, encodes_before = sum(self.steps_run.values()), self.codec.encodes
+        stats = self.stats
+        steps_before, encodes_before = sum(stats.steps_run.values()), self.codec.encodes
         steps1 = flux.turbo_steps if propagated and self.turbo_file else flux.steps
         steps2 = flux.turbo_steps if propagated and self.turbo_file else flux.stage2_steps
 
@@ -393,7 +409,7 @@ class FluxEngine:
 
         # 1. img2img rebuilds structure; trusted content is held on the warped previous stage-1 result
         if propagated:
-            target = self.codec.encode(to_work(prior.warp(prior.extras["stage1"])))
+            target = self.codec.encode(to_work(prior.warp(prior.carry.stage1)))
             plan, pin = self.propagation(steps1, flux.strength, temporal.flux_strength, confidence, target,
                                          noises["stage1"])
         else:
@@ -418,22 +434,14 @@ class FluxEngine:
         final = resize_rgb(final, *size)
         t3 = time.perf_counter()
 
-        steps = sum(self.steps_run.values()) - steps_before
-        self.frames[kind] += 1
-        self.steps_by_kind[kind] += steps
-        self.last_frame = {"kind": kind, "propagated": propagated, "steps": steps,
-                           "trusted": None if prior is None else prior.flows.trusted_fraction,
-                           "vae_encodes": self.codec.encodes - encodes_before}
-        self._extras = {"stage1": resize_rgb(stage1, *size), "noise": fields, "since_key": since}
+        steps = sum(stats.steps_run.values()) - steps_before
+        stats.frames[kind] += 1
+        stats.steps_by_kind[kind] += steps
+        stats.last_frame = {"kind": kind, "propagated": propagated, "steps": steps,
+                            "trusted": None if prior is None else prior.flows.trusted_fraction,
+                            "vae_encodes": self.codec.encodes - encodes_before}
         suffix = " (propagated)" if propagated else ""
-        self._stages = [StageOutput(f"stage 0: {flux.init}", init, t1 - t0),
-                        StageOutput("stage 1: img2img" + suffix, stage1, t2 - t1),
-                        StageOutput("stage 2: ControlNet" + suffix, final, t3 - t2)]
-        return final
-
-    def temporal_extras(self) -> dict:
-        """What the next frame's prior carries: this frame's stage-1 result, its noise fields, frames since key."""
-        return dict(self._extras)
-
-    def stages(self) -> list[StageOutput]:
-        return list(self._stages)
+        stages = [StageOutput(f"stage 0: {flux.init}", init, t1 - t0),
+                  StageOutput("stage 1: img2img" + suffix, stage1, t2 - t1),
+                  StageOutput("stage 2: ControlNet" + suffix, final, t3 - t2)]
+        return EngineOutput(final, FluxCarry(resize_rgb(stage1, *size), fields, since), lambda: stages)
