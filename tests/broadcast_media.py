@@ -53,7 +53,12 @@ def interlaced_clip(path: Path, frames: int = 12, size=(96, 64), rate: int = 25)
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=rate)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"preset": "ultrafast", "crf": "12", "flags": "+ilme+ildct", "x264-params": "interlaced=1:tff=1"}
+        video.options = {
+            "preset": "ultrafast",
+            "crf": "12",
+            "flags": "+ilme+ildct",
+            "x264-params": "interlaced=1:tff=1",
+        }
         write_audio = _audio(out, frames / rate)
         for i in range(frames):
             top, bottom = moving_bar(2 * i, width, height), moving_bar(2 * i + 1, width, height)
@@ -79,8 +84,9 @@ def ramp_frame(width: int, height: int, low: int, high: int, depth: int) -> av.V
     return frame
 
 
-def deep_clip(path: Path, pix_fmt: str = "yuv420p10le", codec: str = "ffv1", frames: int = 3, size=(256, 64),
-              ramp=(400, 420)) -> Path:
+def deep_clip(
+    path: Path, pix_fmt: str = "yuv420p10le", codec: str = "ffv1", frames: int = 3, size=(256, 64), ramp=(400, 420)
+) -> Path:
     """A 10-bit (or 4:2:2) clip holding a shallow ramp: 21 codes across the frame, which 8 bits would cut to 6."""
     width, height = size
     with av.open(str(path), "w") as out:
@@ -96,15 +102,18 @@ def deep_clip(path: Path, pix_fmt: str = "yuv420p10le", codec: str = "ffv1", fra
     return path
 
 
-HDR10_PARAMS = ("master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50):"
-                "max-cll=1000,400")
+HDR10_PARAMS = "master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50):max-cll=1000,400"
 
 
 def hdr_clip(path: Path, transfer: int = 16, frames: int = 3, size=(128, 64), metadata: bool = True) -> Path:
     """HDR10 (PQ, transfer 16) or HLG (18): BT.2020, 10-bit HEVC, with mastering display and light level."""
     width, height = size
-    params = ["log-level=error", "colorprim=bt2020", "colormatrix=bt2020nc",
-              f"transfer={'smpte2084' if transfer == 16 else 'arib-std-b67'}"]
+    params = [
+        "log-level=error",
+        "colorprim=bt2020",
+        "colormatrix=bt2020nc",
+        f"transfer={'smpte2084' if transfer == 16 else 'arib-std-b67'}",
+    ]
     if metadata:
         params += ["hdr10=1", HDR10_PARAMS]
     with av.open(str(path), "w") as out:
@@ -115,10 +124,12 @@ def hdr_clip(path: Path, transfer: int = 16, frames: int = 3, size=(128, 64), me
         cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = 9, transfer, 9, 1
         rng = np.random.default_rng(0)
         for i in range(frames):
-            rgb = (np.clip(pattern(i, width, height) / 255 * 0.6 + rng.random((height, width, 3)) * 0.05, 0, 1)
-                   * 65535).astype(np.uint16)
+            rgb = (
+                np.clip(pattern(i, width, height) / 255 * 0.6 + rng.random((height, width, 3)) * 0.05, 0, 1) * 65535
+            ).astype(np.uint16)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le").reformat(
-                format="yuv420p10le", dst_colorspace="BT2020", dst_color_range="MPEG")
+                format="yuv420p10le", dst_colorspace="BT2020", dst_color_range="MPEG"
+            )
             frame.pts = i
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
@@ -202,8 +213,9 @@ def ts_clip(path: Path, frames: int = 50, size=(64, 48), start: int = 0, gop: in
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=25)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.options = {"preset": "ultrafast", "bf": "0"} | ({"g": str(gop), "keyint_min": str(gop),
-                                                                "sc_threshold": "0"} if gop else {})
+        video.options = {"preset": "ultrafast", "bf": "0"} | (
+            {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"} if gop else {}
+        )
         video.time_base = TS_BASE
         sound = out.add_stream("aac", rate=48000, layout="stereo")
         for i in range(frames):

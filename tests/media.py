@@ -20,10 +20,22 @@ def pattern(index: int, width: int, height: int) -> np.ndarray:
     return np.stack([r, g, b], axis=-1).astype(np.uint8)
 
 
-def make_clip(path: Path, *, frames: int = 12, size=(64, 48), pts: list[int] | None = None,
-              time_base=Fraction(1, 1000), rate=25, audio: bool = True, subtitles: bool = False,
-              language: str = "fra", codec: str = "libx264", gop: int | None = None, rotation: int = 0,
-              commentary: str | None = None) -> Path:
+def make_clip(
+    path: Path,
+    *,
+    frames: int = 12,
+    size=(64, 48),
+    pts: list[int] | None = None,
+    time_base=Fraction(1, 1000),
+    rate=25,
+    audio: bool = True,
+    subtitles: bool = False,
+    language: str = "fra",
+    codec: str = "libx264",
+    gop: int | None = None,
+    rotation: int = 0,
+    commentary: str | None = None,
+) -> Path:
     """Write a clip; `pts` (in `time_base`) makes it variable-frame-rate; `commentary` (a language) adds a second
     audio track with another tone."""
     pts = pts if pts is not None else [int(round(i / rate / time_base)) for i in range(frames)]
@@ -89,8 +101,11 @@ def packets(path: Path, kind: str, nth: int = 0) -> list[tuple[int | None, bytes
         streams = [s for s in c.streams if s.type == kind]
         if len(streams) <= nth:
             return []
-        return [(None if p.pts is None else int(round(p.pts * p.time_base * 1_000_000)), bytes(p))
-                for p in c.demux(streams[nth]) if p.size]
+        return [
+            (None if p.pts is None else int(round(p.pts * p.time_base * 1_000_000)), bytes(p))
+            for p in c.demux(streams[nth])
+            if p.size
+        ]
 
 
 def frame_times(path: Path) -> list[float]:

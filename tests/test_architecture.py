@@ -7,8 +7,20 @@ from pathlib import Path
 
 VIDUP = Path(__file__).resolve().parent.parent / "vidup"
 # Imported on use: optional extras (and what pulls in torch's compiler), so an SR run never pays for them.
-HEAVY_OPTIONAL = ("diffusers", "transformers", "peft", "accelerate", "bitsandbytes", "huggingface_hub", "ray",
-                  "openvino", "opentimelineio", "playwright", "vidup.engines.flux", "vidup.train")
+HEAVY_OPTIONAL = (
+    "diffusers",
+    "transformers",
+    "peft",
+    "accelerate",
+    "bitsandbytes",
+    "huggingface_hub",
+    "ray",
+    "openvino",
+    "opentimelineio",
+    "playwright",
+    "vidup.engines.flux",
+    "vidup.train",
+)
 
 
 def module_name(path: Path) -> str:
@@ -95,9 +107,12 @@ def test_the_cycle_check_finds_a_cycle():
 
 
 def test_nothing_is_imported_inside_a_function_but_heavy_optional_packages():
-    inside = [f"{path.relative_to(VIDUP.parent)}:{line} imports {target}"
-              for path in VIDUP.rglob("*.py") for target, in_function, line in imports(path)
-              if in_function and not target.startswith(HEAVY_OPTIONAL)]
+    inside = [
+        f"{path.relative_to(VIDUP.parent)}:{line} imports {target}"
+        for path in VIDUP.rglob("*.py")
+        for target, in_function, line in imports(path)
+        if in_function and not target.startswith(HEAVY_OPTIONAL)
+    ]
     assert inside == []
 
 

@@ -16,17 +16,35 @@ from click.testing import CliRunner
 from vidup.cli import main
 from vidup.video.colour import HdrMetadata
 from vidup.video.reader import probe
-from broadcast_media import (FONT, anamorphic_clip, colour_bars, comb_energy, damaged_ts, deep_clip,
-                             duplicate_pts_mkv, hdr_clip, interlaced_clip, klv_ts, mkv_with_attachment,
-                             resolution_change_ts, timecode_clip, ts_clip, wrapped_ts)
+from broadcast_media import (
+    FONT,
+    anamorphic_clip,
+    colour_bars,
+    comb_energy,
+    damaged_ts,
+    deep_clip,
+    duplicate_pts_mkv,
+    hdr_clip,
+    interlaced_clip,
+    klv_ts,
+    mkv_with_attachment,
+    resolution_change_ts,
+    timecode_clip,
+    ts_clip,
+    wrapped_ts,
+)
 from media import frame_times, make_clip, packets
 
 
 @pytest.fixture
 def cli(sr_engine):
     def run(*args):
-        return CliRunner().invoke(main, ["upscale", *[str(a) for a in args]], catch_exceptions=False,
-                                  obj={"engine_factory": lambda config: sr_engine})
+        return CliRunner().invoke(
+            main,
+            ["upscale", *[str(a) for a in args]],
+            catch_exceptions=False,
+            obj={"engine_factory": lambda config: sr_engine},
+        )
 
     return run
 
@@ -132,8 +150,10 @@ def test_ten_bit_through_the_network_keeps_its_levels(tmp_path, cli):
 def test_explicit_x265_ten_bit_is_really_ten_bit(tmp_path, cli):
     clip = deep_clip(tmp_path / "ramp.mkv")
     out = tmp_path / "up.mp4"
-    assert cli(clip, out, "--scale", "1", "--codec", "libx265", "--pix-fmt", "yuv420p10le", "--crf", "2",
-               "-q").exit_code == 0
+    assert (
+        cli(clip, out, "--scale", "1", "--codec", "libx265", "--pix-fmt", "yuv420p10le", "--crf", "2", "-q").exit_code
+        == 0
+    )
     assert probe(out).pix_fmt == "yuv420p10le"
     assert np.abs(ramp_profile(out) - ramp_profile(clip)).max() <= 1 and len(np.unique(ramp_profile(out))) >= 15
 
@@ -251,7 +271,11 @@ def test_attachments_are_copied_and_mp4_names_mkv(tmp_path, cli):
     assert cli(clip, out, "--size", "128", "-q").exit_code == 0
     with av.open(str(out)) as c:
         (attachment,) = [s for s in c.streams if s.type == "attachment"]
-        assert (attachment.name, attachment.mimetype, bytes(attachment.data)) == ("ScoreboardSans.ttf", "font/ttf", FONT)
+        assert (attachment.name, attachment.mimetype, bytes(attachment.data)) == (
+            "ScoreboardSans.ttf",
+            "font/ttf",
+            FONT,
+        )
     result = cli(clip, tmp_path / "up.mp4", "--size", "128")
     assert result.exit_code == 2 and "attachment" in result.stderr and ".mkv" in result.stderr
     assert not (tmp_path / "up.mp4").exists() and not list(tmp_path.glob(".up.*"))
@@ -291,8 +315,11 @@ def test_damaged_ts_fails_with_the_frame_count_or_is_skipped_with_counts(tmp_pat
     warning = [line for line in result.stderr.splitlines() if line.startswith("vidup: warning:")]
     assert len(warning) == 1 and ("damaged" in warning[0] or "lost" in warning[0])
     kept = len(frame_times(out))
-    lost = sum(int(word) for word, after in zip(warning[0].split(), warning[0].split()[1:]) if word.isdigit()
-               and after == "frames")
+    lost = sum(
+        int(word)
+        for word, after in zip(warning[0].split(), warning[0].split()[1:])
+        if word.isdigit() and after == "frames"
+    )
     assert kept + lost == 50 or kept == 50, (kept, warning[0])
 
 
@@ -368,8 +395,10 @@ def test_sr_keeps_flat_colours(sr_engine):
         raw = sr_engine.upscale(bars, (512, 288)).image
     finally:
         sr_engine.color_anchor = True
-    deviation = max(np.abs(raw[100:188, x0 + 24 : x1 - 24].reshape(-1, 3).mean(0) - bars[36, (x0 + x1) // 8]).max()
-                    for x0, x1 in zip(edges[:-1], edges[1:]))
+    deviation = max(
+        np.abs(raw[100:188, x0 + 24 : x1 - 24].reshape(-1, 3).mean(0) - bars[36, (x0 + x1) // 8]).max()
+        for x0, x1 in zip(edges[:-1], edges[1:])
+    )
     assert deviation > 20  # what the model does alone: the green bar comes out at ~224
 
 
@@ -395,8 +424,12 @@ def test_a_full_disk_is_one_line_leaves_no_output_and_resumes(tmp_path, sample):
 
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "vidup", "upscale", str(sample), str(out_dir / "up.mp4"), "-q",
-                           "--end", "40"], capture_output=True, text=True, preexec_fn=limit_file_size)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidup", "upscale", str(sample), str(out_dir / "up.mp4"), "-q", "--end", "40"],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit_file_size,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("vidup: error: writing") and "Traceback" not in proc.stderr
@@ -405,8 +438,11 @@ def test_a_full_disk_is_one_line_leaves_no_output_and_resumes(tmp_path, sample):
     assert [p.name for p in out_dir.iterdir()] == [job.name]  # no output, no temporary file
     assert [p.name for p in job.iterdir()] == ["manifest.json"]  # consistent: no half-written segment
     # Space freed: the same command resumes and finishes.
-    proc = subprocess.run([sys.executable, "-m", "vidup", "upscale", str(sample), str(out_dir / "up.mp4"),
-                           "--end", "40"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidup", "upscale", str(sample), str(out_dir / "up.mp4"), "--end", "40"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0 and "resuming: 0 of 1 segments done" in proc.stderr, proc.stderr
     assert [p.name for p in out_dir.iterdir()] == ["up.mp4"]
 
@@ -459,7 +495,7 @@ def test_filter_carries_ten_bit_y4m(sr_engine):
     assert run_filter(io.BytesIO(data), stdout, config, upscaler=Upscaler(config, sr_engine)) == 2
     header, _, body = stdout.getvalue().partition(b"\n")
     assert header.startswith(b"YUV4MPEG2 W256 H64") and b"C420p10" in header
-    y = np.frombuffer(body[len(b"FRAME\n"):][: 256 * 64 * 2], "<u2").reshape(64, 256)
+    y = np.frombuffer(body[len(b"FRAME\n") :][: 256 * 64 * 2], "<u2").reshape(64, 256)
     source = np.frombuffer(ramp_frame(256, 64, 400, 420, 10).planes[0], "<u2").reshape(64, -1)[:, :256]
     assert np.array_equal(y, source)  # 21 codes in, the same 21 codes out
 
@@ -469,8 +505,12 @@ def test_container_tags_and_chapters_are_kept_and_follow_a_trim(tmp_path, cli):
     with av.open(str(clip)) as src, av.open(str(tmp_path / "tagged.mkv"), "w") as out:
         video = out.add_stream_from_template(src.streams.video[0])
         out.metadata["title"] = "Cup final highlights"
-        out.set_chapters([{"id": 1, "start": 0, "end": 4, "time_base": Fraction(1, 10), "metadata": {"title": "Kick-off"}},
-                          {"id": 2, "start": 4, "end": 10, "time_base": Fraction(1, 10), "metadata": {"title": "Goal"}}])
+        out.set_chapters(
+            [
+                {"id": 1, "start": 0, "end": 4, "time_base": Fraction(1, 10), "metadata": {"title": "Kick-off"}},
+                {"id": 2, "start": 4, "end": 10, "time_base": Fraction(1, 10), "metadata": {"title": "Goal"}},
+            ]
+        )
         for packet in src.demux(video=0):
             if packet.size:
                 packet.stream = video
@@ -481,19 +521,30 @@ def test_container_tags_and_chapters_are_kept_and_follow_a_trim(tmp_path, cli):
     assert cli(tagged, trimmed, "--size", "128", "--start", "0.6s", "-q").exit_code == 0
     with av.open(str(whole)) as c:
         assert c.metadata.get("title") == "Cup final highlights"
-        assert [(ch["metadata"]["title"], round(float(ch["start"] * ch["time_base"]), 3)) for ch in c.chapters()] == \
-            [("Kick-off", 0.0), ("Goal", 0.4)]
+        assert [(ch["metadata"]["title"], round(float(ch["start"] * ch["time_base"]), 3)) for ch in c.chapters()] == [
+            ("Kick-off", 0.0),
+            ("Goal", 0.4),
+        ]
     with av.open(str(trimmed)) as c:  # the trim starts inside "Goal": only it is left, from zero
-        assert [(ch["metadata"]["title"], round(float(ch["start"] * ch["time_base"]), 3),
-                 round(float(ch["end"] * ch["time_base"]), 3)) for ch in c.chapters()] == [("Goal", 0.0, 0.4)]
+        assert [
+            (
+                ch["metadata"]["title"],
+                round(float(ch["start"] * ch["time_base"]), 3),
+                round(float(ch["end"] * ch["time_base"]), 3),
+            )
+            for ch in c.chapters()
+        ] == [("Goal", 0.0, 0.4)]
 
 
-@pytest.mark.parametrize("codec,depth,chroma,expected,lost", [
-    ("libx264", 12, "420", "yuv420p10le", "stores at most 10 bits"),
-    ("libx265", 12, "422", "yuv422p12le", None),
-    ("prores_ks", 8, "420", "yuv422p10le", None),
-    ("libx264", 8, "444", "yuv444p", None),
-])
+@pytest.mark.parametrize(
+    "codec,depth,chroma,expected,lost",
+    [
+        ("libx264", 12, "420", "yuv420p10le", "stores at most 10 bits"),
+        ("libx265", 12, "422", "yuv422p12le", None),
+        ("prores_ks", 8, "420", "yuv422p10le", None),
+        ("libx264", 8, "444", "yuv444p", None),
+    ],
+)
 def test_pixel_format_choice_keeps_what_the_codec_can(codec, depth, chroma, expected, lost):
     from vidup.video.describe import choose_pix_fmt
 
@@ -525,8 +576,11 @@ def test_nvenc_is_a_clear_error_before_any_model_loads_where_it_cannot_open(tmp_
         return sr_engine
 
     clip = make_clip(tmp_path / "in.mp4", frames=2)
-    result = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "out.mp4"), "--codec", codec, "-q",
-                                       "--size", "256"], obj={"engine_factory": factory})
+    result = CliRunner().invoke(
+        main,
+        ["upscale", str(clip), str(tmp_path / "out.mp4"), "--codec", codec, "-q", "--size", "256"],
+        obj={"engine_factory": factory},
+    )
     if nvenc_opens(codec):
         assert result.exit_code == 0 and loaded == [codec] and (tmp_path / "out.mp4").exists()
         return

@@ -23,8 +23,9 @@ ENGINE: dict = {}  # the engine factory the CLI is given (monkeypatch.setitem: r
 
 
 def run_cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False,
-                              obj={"engine_factory": ENGINE.get("factory")})
+    return CliRunner().invoke(
+        main, [str(a) for a in args], catch_exceptions=False, obj={"engine_factory": ENGINE.get("factory")}
+    )
 
 
 def no_model(config):
@@ -80,8 +81,11 @@ def test_odd_input_size(tmp_path, sr_engine, monkeypatch):
 def test_size_and_scale_flags(tmp_path, sr_engine, monkeypatch):
     monkeypatch.setitem(ENGINE, "factory", lambda config: sr_engine)
     clip = make_clip(tmp_path / "in.mp4", frames=2, size=(64, 48))
-    for flags, expected in [(["--size", "320x240"], (320, 240)), (["--scale", "2"], (128, 96)),
-                            (["--size", "200"], (200, 150))]:
+    for flags, expected in [
+        (["--size", "320x240"], (320, 240)),
+        (["--scale", "2"], (128, 96)),
+        (["--size", "200"], (200, 150)),
+    ]:
         out = tmp_path / f"out_{expected[0]}.mp4"
         assert run_cli("upscale", clip, out, "-q", *flags).exit_code == 0
         with av.open(str(out)) as c:
@@ -139,8 +143,11 @@ def test_bad_inputs_fail_cleanly_before_any_model_loads(tmp_path, monkeypatch):
 
 
 def test_bad_input_through_the_console_script(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "vidup.cli", "upscale", str(tmp_path / "x.mp4"), str(tmp_path / "y.mp4")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "vidup.cli", "upscale", str(tmp_path / "x.mp4"), str(tmp_path / "y.mp4")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"vidup: error: input not found: {tmp_path / 'x.mp4'}"
 
@@ -172,8 +179,11 @@ def test_sigterm_midway_exits_143_and_leaves_no_output(tmp_path, sample):
 
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    proc = subprocess.run([sys.executable, "-c", TERMINATED_RUN, "upscale", str(sample), str(out_dir / "up.mp4"),
-                           "-q", "--size", "256"], capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", TERMINATED_RUN, "upscale", str(sample), str(out_dir / "up.mp4"), "-q", "--size", "256"],
+        capture_output=True,
+        timeout=300,
+    )
     stderr = proc.stderr
     assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()
     assert b"interrupted; no output was written" in stderr and b"rerun the same command to resume" in stderr

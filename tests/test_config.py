@@ -30,15 +30,18 @@ def test_file_then_overrides(tmp_path):
     assert config.size == "640x360" and config.sr.tile == 128 and config.output.crf == 20 and config.quiet
 
 
-@pytest.mark.parametrize("text,message", [
-    ("flavour = 1\n", "unknown setting 'flavour'"),
-    ("[sr]\ntile = 'big'\n", "cannot use"),
-    ("[output]\ncodec = 'h266'\n", "codec must be"),
-    ("size = 'x'\n", "--size must be"),
-    ("precision = 'int4'\n", "precision must be"),
-    ("engine = 'magic'\n", "unknown engine"),
-    ("not toml at all [\n", "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("flavour = 1\n", "unknown setting 'flavour'"),
+        ("[sr]\ntile = 'big'\n", "cannot use"),
+        ("[output]\ncodec = 'h266'\n", "codec must be"),
+        ("size = 'x'\n", "--size must be"),
+        ("precision = 'int4'\n", "precision must be"),
+        ("engine = 'magic'\n", "unknown engine"),
+        ("not toml at all [\n", "invalid TOML"),
+    ],
+)
 def test_bad_files_are_teaching_errors(tmp_path, text, message):
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -46,14 +49,17 @@ def test_bad_files_are_teaching_errors(tmp_path, text, message):
         load_config(path)
 
 
-@pytest.mark.parametrize("spec,size,expected", [
-    (SizeSpec.parse("1024"), (256, 144), (1024, 576)),
-    (SizeSpec.parse("1024"), (175, 99), (1024, 580)),  # 1024 * 99 / 175 = 579.3: the nearest even side
-    (SizeSpec.parse("1024"), (144, 256), (576, 1024)),
-    (SizeSpec.parse("1920"), (480, 270), (1920, 1080)),  # HD stays 1080 lines
-    (SizeSpec.parse("1001x563"), (256, 144), (1002, 564)),
-    (SizeSpec.parse(scale=2.5), (640, 272), (1600, 680)),
-])
+@pytest.mark.parametrize(
+    "spec,size,expected",
+    [
+        (SizeSpec.parse("1024"), (256, 144), (1024, 576)),
+        (SizeSpec.parse("1024"), (175, 99), (1024, 580)),  # 1024 * 99 / 175 = 579.3: the nearest even side
+        (SizeSpec.parse("1024"), (144, 256), (576, 1024)),
+        (SizeSpec.parse("1920"), (480, 270), (1920, 1080)),  # HD stays 1080 lines
+        (SizeSpec.parse("1001x563"), (256, 144), (1002, 564)),
+        (SizeSpec.parse(scale=2.5), (640, 272), (1600, 680)),
+    ],
+)
 def test_target_sizes_are_even(spec, size, expected):
     out = spec.resolve(*size)
     assert out == expected and out[0] % 2 == 0 and out[1] % 2 == 0

@@ -48,8 +48,10 @@ def test_torch_frame_path_matches_the_opencv_path(sample_frames):
         tracker.commit(a)
     assert ra.stages()[-1].name == rb.stages()[-1].name == "temporal blend"  # the blend ran on both paths
     (config_cv, cv), (config_torch, on_torch) = engines("cv2", "torch", **{"temporal.history.mode": "highpass"})
-    runs = [list(Upscaler(config, engine).upscale(sample_frames))
-            for config, engine in ((config_cv, cv), (config_torch, on_torch))]
+    runs = [
+        list(Upscaler(config, engine).upscale(sample_frames))
+        for config, engine in ((config_cv, cv), (config_torch, on_torch))
+    ]
     drift = [np.abs(a.astype(int) - b) for a, b in zip(*runs)]
     assert max(d.max() for d in drift) <= 6 and max(d.mean() for d in drift) < 0.5
 
@@ -94,8 +96,9 @@ def test_torch_blend_and_warp_match_opencv_on_one_step():
     warped_torch = torch_ops.warp(as_tensor(previous), torch_ops.upsample_flow(flow, 512, 288, "cpu"))
     assert np.abs(back(warped_torch).astype(int) - warped_cv).max() <= 1
     blended_cv = blend_high_frequencies(big, warped_cv, confidence, 1.0, 1.5)
-    blended_torch = torch_ops.blend_high_frequencies(as_tensor(big), as_tensor(warped_cv),
-                                                     torch.from_numpy(confidence)[None, None], 1.0, 1.5, 255)
+    blended_torch = torch_ops.blend_high_frequencies(
+        as_tensor(big), as_tensor(warped_cv), torch.from_numpy(confidence)[None, None], 1.0, 1.5, 255
+    )
     assert np.abs(back(blended_torch).astype(int) - blended_cv).max() <= 1
     anchored_cv = anchor_to_input(big, small, 1.0)
     anchored_torch = torch_ops.anchor_to_input(as_tensor(big), as_tensor(small), 1.0, 255)
@@ -214,8 +217,9 @@ def test_a_reader_error_midway_surfaces_through_the_pipeline(tmp_path, sr_engine
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
     with pytest.raises(CorruptInputError, match="frames decoded"):
-        vidup.api.upscale_video(cut, tmp_path / "out.mkv", load_config(overrides={"quiet": True, "size": "128"}),
-                                   engine=sr_engine)
+        vidup.api.upscale_video(
+            cut, tmp_path / "out.mkv", load_config(overrides={"quiet": True, "size": "128"}), engine=sr_engine
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mkv", "in.mkv"]
 
 
@@ -242,8 +246,9 @@ def test_pipeline_with_flow_workers_writes_the_serial_video(tmp_path, sample, sr
 
     outs = {}
     for overlap, workers in ((False, "1"), (True, "3")):
-        config = load_config(overrides={"quiet": True, "end": "20", "pipeline": overlap,
-                                        "temporal.flow.workers": workers})
+        config = load_config(
+            overrides={"quiet": True, "end": "20", "pipeline": overlap, "temporal.flow.workers": workers}
+        )
         vidup.api.upscale_video(sample, tmp_path / f"{overlap}.mp4", config, engine=sr_engine)
         outs[overlap] = decode_all(tmp_path / f"{overlap}.mp4")
     assert len(outs[True]) == 20 and all(np.array_equal(a, b) for a, b in zip(outs[False], outs[True]))

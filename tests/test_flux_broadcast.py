@@ -28,16 +28,25 @@ FRAME = pattern(3, 40, 30)
 
 
 def flux_config(tiny_flux, **overrides):
-    values = {"engine": "flux", "flux.model": str(tiny_flux["base"]), "flux.controlnet": str(tiny_flux["controlnet"]),
-              "flux.steps": 8, "flux.stage2_steps": 8, "flux.stage2_strength": 0.5, "size": "64", "quiet": True}
+    values = {
+        "engine": "flux",
+        "flux.model": str(tiny_flux["base"]),
+        "flux.controlnet": str(tiny_flux["controlnet"]),
+        "flux.steps": 8,
+        "flux.stage2_steps": 8,
+        "flux.stage2_strength": 0.5,
+        "size": "64",
+        "quiet": True,
+    }
     values.update(overrides)
     return load_config(overrides=values)
 
 
 def tiled(tiny_flux, **overrides):
     """Tiny frames forced into tiles: 128 px tiles (16 latent cells), 64 px overlaps."""
-    return flux_config(tiny_flux, **{"flux.max_megapixels": 0.001, "flux.tile_size": 128, "flux.tile_overlap": 64,
-                                     **overrides})
+    return flux_config(
+        tiny_flux, **{"flux.max_megapixels": 0.001, "flux.tile_size": 128, "flux.tile_overlap": 64, **overrides}
+    )
 
 
 # --- 1. strength means the same noise level at every size ------------------------------------------------------
@@ -46,8 +55,10 @@ def tiled(tiny_flux, **overrides):
 def sigmas_at(schedules, width, height, steps=28):
     seq = image_seq_len(height, width)
     full = schedules.full(steps, seq)
-    return {name: float(full[start_index(steps, strength)])
-            for name, strength in (("stage1", 0.75), ("stage2", 0.4), ("hand1", 0.4), ("hand2", 0.25))}
+    return {
+        name: float(full[start_index(steps, strength)])
+        for name, strength in (("stage1", 0.75), ("stage2", 0.4), ("hand1", 0.4), ("hand2", 0.25))
+    }
 
 
 @pytest.mark.parametrize("size", [(1920, 1088), (3840, 2160)])
@@ -108,8 +119,13 @@ def test_predictions_constant_per_tile_blend_without_a_seam():
 
     import contextlib
 
-    v = unpack(tiled_velocity(tiles, h, w, constant, lambda i: contextlib.nullcontext())(
-        pack(torch.zeros(1, 4, h, w)), torch.tensor(0.5)), h, w)[0, 0]
+    v = unpack(
+        tiled_velocity(tiles, h, w, constant, lambda i: contextlib.nullcontext())(
+            pack(torch.zeros(1, 4, h, w)), torch.tensor(0.5)
+        ),
+        h,
+        w,
+    )[0, 0]
     jumps = max(float((v[1:] - v[:-1]).abs().max()), float((v[:, 1:] - v[:, :-1]).abs().max()))
     spread = max(values.values()) - min(values.values())
     # neighbours differ by at most one ramp step of the largest tile difference: no seam anywhere
@@ -125,8 +141,11 @@ def tiled_pair(tiny_flux):
     """One 256x192 frame, whole and tiled (3x2 tiles of 128 px), plus the whole frame with another seed."""
     frame = pattern(1, 64, 48)
     outs = {}
-    for name, config in (("whole", flux_config(tiny_flux)), ("tiled", tiled(tiny_flux)),
-                         ("seed", flux_config(tiny_flux, **{"flux.seed": 7}))):
+    for name, config in (
+        ("whole", flux_config(tiny_flux)),
+        ("tiled", tiled(tiny_flux)),
+        ("seed", flux_config(tiny_flux, **{"flux.seed": 7})),
+    ):
         engine = FluxEngine(config)
         outs[name] = engine.upscale(frame, (256, 192)).image.astype(np.float64)
         outs[name + "_tiles"] = engine.tiles(24, 32)
@@ -179,9 +198,25 @@ def test_2048x1152_runs_tiled_end_to_end(tiny_flux, tmp_path):
 
     clip = make_clip(tmp_path / "in.mp4", frames=2, size=(64, 36))
     out = tmp_path / "out.mp4"
-    result = CliRunner().invoke(main, ["upscale", str(clip), str(out), "--engine", "flux", "--size", "2048x1152",
-                                       "--flux-model", str(tiny_flux["base"]), "--controlnet",
-                                       str(tiny_flux["controlnet"]), "--steps", "4", "--quiet"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "upscale",
+            str(clip),
+            str(out),
+            "--engine",
+            "flux",
+            "--size",
+            "2048x1152",
+            "--flux-model",
+            str(tiny_flux["base"]),
+            "--controlnet",
+            str(tiny_flux["controlnet"]),
+            "--steps",
+            "4",
+            "--quiet",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
@@ -212,20 +247,30 @@ def test_a_lora_with_alpha_unlike_its_rank_loads_at_its_trained_strength(tiny_fl
 
     base = tiny_flux["base"] / "transformer"
     trained = FluxTransformer2DModel.from_pretrained(base)
-    config = LoraConfig(r=4, lora_alpha=16, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
-                        init_lora_weights=False)
+    config = LoraConfig(
+        r=4, lora_alpha=16, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+    )
     trained.add_adapter(config, adapter_name="football")
     folder = tmp_path / "lora"
-    FluxPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(trained, adapter_name="football"),
-                                   transformer_lora_adapter_metadata=config.to_dict())
+    FluxPipeline.save_lora_weights(
+        folder,
+        transformer_lora_layers=get_peft_model_state_dict(trained, adapter_name="football"),
+        transformer_lora_adapter_metadata=config.to_dict(),
+    )
 
     def run(transformer):
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(1, 12, 64, generator=generator)
-        kwargs = dict(hidden_states=x, encoder_hidden_states=torch.randn(1, 5, 32, generator=generator),
-                      pooled_projections=torch.randn(1, 32, generator=generator), timestep=torch.tensor([0.5]),
-                      img_ids=torch.zeros(12, 3), txt_ids=torch.zeros(5, 3), guidance=torch.tensor([3.5]),
-                      return_dict=False)
+        kwargs = dict(
+            hidden_states=x,
+            encoder_hidden_states=torch.randn(1, 5, 32, generator=generator),
+            pooled_projections=torch.randn(1, 32, generator=generator),
+            timestep=torch.tensor([0.5]),
+            img_ids=torch.zeros(12, 3),
+            txt_ids=torch.zeros(5, 3),
+            guidance=torch.tensor([3.5]),
+            return_dict=False,
+        )
         with torch.no_grad():
             return transformer(**kwargs)[0]
 

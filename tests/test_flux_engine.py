@@ -30,8 +30,16 @@ GIB = 2**30
 
 
 def flux_config(tiny_flux, **overrides):
-    values = {"engine": "flux", "flux.model": str(tiny_flux["base"]), "flux.controlnet": str(tiny_flux["controlnet"]),
-              "flux.steps": 8, "flux.stage2_steps": 8, "flux.stage2_strength": 0.5, "size": "64", "quiet": True}
+    values = {
+        "engine": "flux",
+        "flux.model": str(tiny_flux["base"]),
+        "flux.controlnet": str(tiny_flux["controlnet"]),
+        "flux.steps": 8,
+        "flux.stage2_steps": 8,
+        "flux.stage2_strength": 0.5,
+        "size": "64",
+        "quiet": True,
+    }
     values.update(overrides)
     return load_config(overrides=values)
 
@@ -59,7 +67,8 @@ def upscaler(config):
 def test_every_component_is_in_the_placement_dtype(tiny_flux):
     engine = FluxEngine(flux_config(tiny_flux, precision="bf16"))
     assert engine.components.dtypes() == dict.fromkeys(
-        ("transformer", "controlnet", "vae", "text_encoder", "text_encoder_2"), torch.bfloat16)
+        ("transformer", "controlnet", "vae", "text_encoder", "text_encoder_2"), torch.bfloat16
+    )
     out = engine.upscale(FRAME, (64, 48)).image  # and a bf16 frame runs: no dtype mismatch anywhere
     assert out.shape == (48, 64, 3) and out.dtype == np.uint8
 
@@ -111,9 +120,15 @@ def _stock_kwargs(engine):
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     c = engine.components
-    return dict(scheduler=FlowMatchEulerDiscreteScheduler.from_config(c.scheduler_config), vae=c.vae,
-                text_encoder=c.text_encoder, tokenizer=c.tokenizer, text_encoder_2=c.text_encoder_2,
-                tokenizer_2=c.tokenizer_2, transformer=c.transformer)
+    return dict(
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(c.scheduler_config),
+        vae=c.vae,
+        text_encoder=c.text_encoder,
+        tokenizer=c.tokenizer,
+        text_encoder_2=c.text_encoder_2,
+        tokenizer_2=c.tokenizer_2,
+        transformer=c.transformer,
+    )
 
 
 def test_prompt_encoding_equals_the_pipeline(engine):
@@ -130,9 +145,17 @@ def test_keyframe_stage1_reproduces_flux_img2img(engine):
 
     init = resize_rgb(FRAME, 64, 48)
     stock = FluxImg2ImgPipeline(**_stock_kwargs(engine))(
-        image=Image.fromarray(init), height=48, width=64, strength=0.75, num_inference_steps=8, guidance_scale=3.5,
-        prompt_embeds=engine.prompt.tokens, pooled_prompt_embeds=engine.prompt.pooled, output_type="np",
-        generator=torch.Generator().manual_seed(5)).images[0]
+        image=Image.fromarray(init),
+        height=48,
+        width=64,
+        strength=0.75,
+        num_inference_steps=8,
+        guidance_scale=3.5,
+        prompt_embeds=engine.prompt.tokens,
+        pooled_prompt_embeds=engine.prompt.pooled,
+        output_type="np",
+        generator=torch.Generator().manual_seed(5),
+    ).images[0]
     generator = torch.Generator().manual_seed(5)  # the pipeline's draws, in its order: VAE sample, then noise
     clean = engine.codec.encode(init, generator=generator)
     noise = torch.randn(clean.shape, generator=generator)
@@ -147,10 +170,19 @@ def test_keyframe_stage2_reproduces_flux_controlnet_img2img(engine):
 
     stage1 = pattern(7, 64, 48)
     stock = FluxControlNetImg2ImgPipeline(**_stock_kwargs(engine), controlnet=engine.components.controlnet)(
-        image=Image.fromarray(stage1), control_image=Image.fromarray(stage1), height=48, width=64, strength=0.5,
-        num_inference_steps=8, guidance_scale=3.5, controlnet_conditioning_scale=engine.flux.conditioning_scale,
-        prompt_embeds=engine.prompt.tokens, pooled_prompt_embeds=engine.prompt.pooled, output_type="np",
-        generator=torch.Generator().manual_seed(9)).images[0]
+        image=Image.fromarray(stage1),
+        control_image=Image.fromarray(stage1),
+        height=48,
+        width=64,
+        strength=0.5,
+        num_inference_steps=8,
+        guidance_scale=3.5,
+        controlnet_conditioning_scale=engine.flux.conditioning_scale,
+        prompt_embeds=engine.prompt.tokens,
+        pooled_prompt_embeds=engine.prompt.pooled,
+        output_type="np",
+        generator=torch.Generator().manual_seed(9),
+    ).images[0]
     generator = torch.Generator().manual_seed(9)  # control encode, init encode, noise: the pipeline's order
     control = engine.codec.encode(stage1, generator=generator)
     clean = engine.codec.encode(stage1, generator=generator)
@@ -198,7 +230,10 @@ def test_trusted_latents_equal_the_noised_prior_at_hand_off_and_untrusted_follow
         engine.run_stage("stage1", plan, clean, noise, pin=pin)
     finally:
         engine.on_step = None
-    left, right = (slice(None), slice(None), slice(None), slice(0, 4)), (slice(None), slice(None), slice(None), slice(4, 8))
+    left, right = (
+        (slice(None), slice(None), slice(None), slice(0, 4)),
+        (slice(None), slice(None), slice(None), slice(4, 8)),
+    )
     hand = [i for i, (sigma, _) in enumerate(seen) if abs(sigma - plan.hand_off) < 1e-6]
     assert len(hand) == 1
     for sigma, x in seen[: hand[0] + 1]:  # held, down to and including the hand-off
@@ -300,7 +335,9 @@ def test_a_propagated_frame_is_held_on_the_warped_previous_result(tiny_flux, mon
 
     def oracle(cond, control=None):
         def velocity(x, sigma):  # the exact velocity toward the pinned target (or toward 0 without one)
-            target = pins[-1].target if pins and engine.stats.last_frame.get("next") == "propagated" else torch.zeros_like(x)
+            target = (
+                pins[-1].target if pins and engine.stats.last_frame.get("next") == "propagated" else torch.zeros_like(x)
+            )
             return (x - target) / sigma
 
         return velocity
@@ -337,8 +374,9 @@ def test_full_size_weights(full_size):
 
 @pytest.mark.parametrize("free_gib,expected", [(79, "none"), (139, "none"), (40, "model"), (24, "sequential")])
 def test_memory_plan_from_free_memory(full_size, free_gib, expected):
-    plan = choose_memory_plan("auto", torch.device("cuda"), full_size, working_bytes(1024, 1024, 4.0),
-                              free_gib * GIB, 2 * GIB)
+    plan = choose_memory_plan(
+        "auto", torch.device("cuda"), full_size, working_bytes(1024, 1024, 4.0), free_gib * GIB, 2 * GIB
+    )
     assert plan.offload == expected, plan.reason
 
 
@@ -353,8 +391,13 @@ def test_no_module_moves_while_frames_run_and_text_encoders_leave(tiny_flux, off
     engine.place((64, 48), plan=MemoryPlan(offload, "test"))
     moves = list(engine.placer.moves)
     assert moves.index(("text_encoder", "host")) > moves.index(("text_encoder", "device"))
-    assert engine.placer.location == {"transformer": "device", "controlnet": "device", "vae": "device",
-                                      "text_encoder": "host", "text_encoder_2": "host"}
+    assert engine.placer.location == {
+        "transformer": "device",
+        "controlnet": "device",
+        "vae": "device",
+        "text_encoder": "host",
+        "text_encoder_2": "host",
+    }
     assert sum(1 for name, where in moves if where == "device") == 5  # each module uploaded once per clip
     from vidup.upscaler import Upscaler
 
@@ -397,7 +440,8 @@ def test_out_of_memory_backoff_turns_on_vae_tiling_then_streams_blocks_and_keeps
     out = runner.upscale_frame(FRAME)
     assert len(failures) == 2 and runner.warnings == [
         "out of memory at frame 0: FLUX VAE tiling on, for the rest of the segment",
-        "out of memory at frame 0: FLUX offload none -> sequential, for the rest of the segment"]
+        "out of memory at frame 0: FLUX offload none -> sequential, for the rest of the segment",
+    ]
     assert engine.footprint() == (True, "sequential") and engine.placer.location["vae"] == "device"
     np.testing.assert_allclose(out.astype(int), expected.astype(int), atol=1)
     assert engine.shrink() is None  # nothing left: the next failure is an EngineMemoryError
@@ -410,8 +454,17 @@ def test_out_of_memory_backoff_turns_on_vae_tiling_then_streams_blocks_and_keeps
 
 @pytest.mark.parametrize("cache", ["first-block", "taylorseer"])
 def test_a_reused_step_equals_a_computed_one_with_the_controlnet(tiny_flux, cache):
-    engine = FluxEngine(flux_config(tiny_flux, **{"flux.cache": cache, "flux.cache_threshold": 10.0,
-                                                  "flux.taylorseer_warmup": 1, "flux.taylorseer_interval": 3}))
+    engine = FluxEngine(
+        flux_config(
+            tiny_flux,
+            **{
+                "flux.cache": cache,
+                "flux.cache_threshold": 10.0,
+                "flux.taylorseer_warmup": 1,
+                "flux.taylorseer_interval": 3,
+            },
+        )
+    )
     engine.place((64, 48))
     generator = torch.Generator().manual_seed(0)
     x = pack(torch.randn(1, 16, 6, 8, generator=generator))
@@ -419,7 +472,8 @@ def test_a_reused_step_equals_a_computed_one_with_the_controlnet(tiny_flux, cach
     velocity = engine.denoiser(engine.conditioning(6, 8), control)
     attention_calls = []
     engine.components.transformer.transformer_blocks[1].attn.to_q.register_forward_hook(
-        lambda *a: attention_calls.append(1))
+        lambda *a: attention_calls.append(1)
+    )
     with engine.cache.run("test"):
         outputs = [velocity(x, torch.tensor(0.5)) for _ in range(4)]
     assert len(attention_calls) < 4  # some steps were really reused
@@ -443,7 +497,9 @@ def test_lora_changes_output_and_scale_zero_restores_it(tiny_flux, engine):
     plain = engine.upscale(FRAME, (64, 48)).image
     lora = tiny_flux["lora"] / "pytorch_lora_weights.safetensors"
     with_lora = FluxEngine(flux_config(tiny_flux, **{"flux.loras": [f"{lora}:1.0"]})).upscale(FRAME, (64, 48)).image
-    zero = FluxEngine(flux_config(tiny_flux, **{"flux.loras": [f"{tiny_flux['lora']}:0"]})).upscale(FRAME, (64, 48)).image
+    zero = (
+        FluxEngine(flux_config(tiny_flux, **{"flux.loras": [f"{tiny_flux['lora']}:0"]})).upscale(FRAME, (64, 48)).image
+    )
     assert np.abs(with_lora.astype(int) - plain).mean() > 0.5
     assert np.abs(zero.astype(int) - plain).max() <= 1
 
@@ -454,10 +510,16 @@ def test_turbo_lora_runs_on_propagated_frames_only_with_its_own_steps(tiny_flux)
     seen = []
     for frame in PAN[:3]:
         up.upscale_frame(frame)
-        seen.append((up.engine.stats.last_frame["kind"], up.engine.active_adapters, up.engine.stats.last_frame["steps"]))
+        seen.append(
+            (up.engine.stats.last_frame["kind"], up.engine.active_adapters, up.engine.stats.last_frame["steps"])
+        )
     assert [s[:2] for s in seen] == [("keyframe", []), ("propagated", ["turbo"]), ("propagated", ["turbo"])]
     # the turbo schedule: 4 steps, fewer than the 8-step schedule could ever run on a propagated frame
-    assert seen[1][2] <= denoising_steps(4, 0.75) + denoising_steps(4, 0.5) < denoising_steps(8, 0.4) + denoising_steps(8, 0.25)
+    assert (
+        seen[1][2]
+        <= denoising_steps(4, 0.75) + denoising_steps(4, 0.5)
+        < denoising_steps(8, 0.4) + denoising_steps(8, 0.25)
+    )
 
 
 def test_switching_adapters_per_frame_does_not_recompile(tiny_flux):
@@ -471,10 +533,17 @@ def test_switching_adapters_per_frame_does_not_recompile(tiny_flux):
         return graph.forward
 
     torch._dynamo.reset()
-    config = flux_config(tiny_flux, **{"flux.turbo_lora": str(tiny_flux["turbo"]), "flux.turbo_steps": 4,
-                                       "flux.loras": [str(tiny_flux["lora"])], "flux.compile": True,
-                                       "flux.compile_backend": "vidup_counting_backend",
-                                       "temporal.keyframe_interval": 2})
+    config = flux_config(
+        tiny_flux,
+        **{
+            "flux.turbo_lora": str(tiny_flux["turbo"]),
+            "flux.turbo_steps": 4,
+            "flux.loras": [str(tiny_flux["lora"])],
+            "flux.compile": True,
+            "flux.compile_backend": "vidup_counting_backend",
+            "temporal.keyframe_interval": 2,
+        },
+    )
     up = upscaler(config)
     kinds, graphs = [], []
     for frame in PAN:
@@ -488,8 +557,15 @@ def test_switching_adapters_per_frame_does_not_recompile(tiny_flux):
 # --- validation and weights -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("setting", [{"flux.stage2_strength": 0.0}, {"flux.strength": 0.0},
-                                     {"temporal.flux_strength": 0.0}, {"temporal.flux_stage2_strength": 0.0}])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"flux.stage2_strength": 0.0},
+        {"flux.strength": 0.0},
+        {"temporal.flux_strength": 0.0},
+        {"temporal.flux_stage2_strength": 0.0},
+    ],
+)
 def test_settings_that_would_run_no_step_are_refused_before_loading(setting):
     with pytest.raises(ConfigError, match="leaves no denoising step"):
         load_config(overrides={"engine": "flux", **setting})
@@ -509,11 +585,18 @@ def test_downloads_fetch_only_the_diffusers_folders(tiny_flux, monkeypatch, tmp_
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
     with pytest.raises(ModelNotFoundError):
-        FluxEngine(flux_config(tiny_flux, **{"flux.model": "black-forest-labs/FLUX.1-dev", "flux.allow_download": True}))
-    (repo, kwargs), = calls
+        FluxEngine(
+            flux_config(tiny_flux, **{"flux.model": "black-forest-labs/FLUX.1-dev", "flux.allow_download": True})
+        )
+    ((repo, kwargs),) = calls
     patterns = kwargs["allow_patterns"]
-    wanted = ["model_index.json", "transformer/diffusion_pytorch_model-00001-of-00003.safetensors",
-              "text_encoder_2/model-00001-of-00002.safetensors", "tokenizer_2/spiece.model", "vae/config.json"]
+    wanted = [
+        "model_index.json",
+        "transformer/diffusion_pytorch_model-00001-of-00003.safetensors",
+        "text_encoder_2/model-00001-of-00002.safetensors",
+        "tokenizer_2/spiece.model",
+        "vae/config.json",
+    ]
     unwanted = ["flux1-dev.safetensors", "ae.safetensors", "dev_grid.jpg"]
     assert all(any(fnmatch.fnmatch(f, p) for p in patterns) for f in wanted)
     assert not any(fnmatch.fnmatch(f, p) for f in unwanted for p in patterns)
@@ -567,10 +650,31 @@ def test_cli_end_to_end_on_a_ten_frame_clip_with_audio(tiny_flux, tmp_path):
 
     clip = make_clip(tmp_path / "in.mp4", frames=10, size=(40, 30))
     out = tmp_path / "out.mp4"
-    result = CliRunner().invoke(main, [
-        "upscale", str(clip), str(out), "--engine", "flux", "--flux-model", str(tiny_flux["base"]),
-        "--controlnet", str(tiny_flux["controlnet"]), "--steps", "2", "--stage2-steps", "2", "--size", "64",
-        "--prompt", "", "--seed", "3", "-q"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "upscale",
+            str(clip),
+            str(out),
+            "--engine",
+            "flux",
+            "--flux-model",
+            str(tiny_flux["base"]),
+            "--controlnet",
+            str(tiny_flux["controlnet"]),
+            "--steps",
+            "2",
+            "--stage2-steps",
+            "2",
+            "--size",
+            "64",
+            "--prompt",
+            "",
+            "--seed",
+            "3",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with av.open(str(out)) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (64, 48)

@@ -23,8 +23,13 @@ import gpu_kit  # noqa: E402
 
 
 def run_check(out: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--tiny", "--out", str(out), *args],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--tiny", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
 
 
 def read(out: Path) -> tuple[dict, str]:
@@ -60,8 +65,10 @@ def test_the_tiny_run_covers_every_flux_variant_and_the_tiled_size(tiny_run):
     for variant, size in gpu_check.TINY_FLUX_JOBS:
         assert figures[f"{size} {variant}: keyframe"] > 0 and figures[f"{size} {variant}: propagated frame"] > 0
     assert {name: v for name, v in figures.items() if "tiles" in name} == {"192x144 plain: tiles per step": 4.0}
-    assert {name for name in figures if "reused" in name} == {"64x48 cache: steps reused by the cache",
-                                                               "64x48 compile+cache: steps reused by the cache"}
+    assert {name for name in figures if "reused" in name} == {
+        "64x48 cache: steps reused by the cache",
+        "64x48 compile+cache: steps reused by the cache",
+    }
     train = {f["name"] for f in data["sections"]["train"]["figures"]}
     assert {"gradient checkpointing on: step", "gradient checkpointing off: step"} <= train
 
@@ -114,7 +121,10 @@ def test_the_kit_pins_come_from_the_constraints_else_from_here(tmp_path):
     constraints = tmp_path / "constraints.txt"
     constraints.write_text("# pins\ndiffusers==1.2.3  # why\nav==4.5\n")
     assert gpu_kit.pins(("diffusers", "av", "kornia_rs"), constraints) == [
-        "diffusers==1.2.3", "av==4.5", f"kornia_rs=={importlib.metadata.version('kornia_rs')}"]
+        "diffusers==1.2.3",
+        "av==4.5",
+        f"kornia_rs=={importlib.metadata.version('kornia_rs')}",
+    ]
 
 
 def probe_wheel(folder: Path) -> Path:
@@ -125,8 +135,9 @@ def probe_wheel(folder: Path) -> Path:
     with zipfile.ZipFile(path, "w") as wheel:
         wheel.writestr("vidup_kit_probe/__init__.py", "VALUE = 42\n")
         wheel.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: vidup-kit-probe\nVersion: 1.0\n")
-        wheel.writestr(f"{info}/WHEEL",
-                       "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         wheel.writestr(f"{info}/RECORD", "")
     return path
 

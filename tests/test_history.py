@@ -33,16 +33,18 @@ def run_rectified(frames, flows, confidence, interpolation=cv2.INTER_CUBIC, blen
             out = frame
         else:
             history = warp(previous, flow, interpolation=interpolation)
-            out = rectified_blend(frame, history, confidence, blend.weight, SIGMA, blend.radius, blend.reactive,
-                                  blend.gain_max)
+            out = rectified_blend(
+                frame, history, confidence, blend.weight, SIGMA, blend.radius, blend.reactive, blend.gain_max
+            )
         outputs.append(out)
         previous = out
     return outputs
 
 
 def flicker(frames) -> float:
-    return float(np.mean([np.abs(a.astype(np.float32) - b.astype(np.float32)).mean()
-                          for a, b in zip(frames[1:], frames[:-1])]))
+    return float(
+        np.mean([np.abs(a.astype(np.float32) - b.astype(np.float32)).mean() for a, b in zip(frames[1:], frames[:-1])])
+    )
 
 
 def test_a_static_scene_keeps_its_detail_while_its_flicker_falls():
@@ -62,8 +64,9 @@ def test_a_panning_texture_keeps_its_detail_after_50_frames():
     frames, flows = [], []
     for i in range(50):
         shift = np.float32([[1, 0, -step * i], [0, 1, 0]])
-        frames.append(cv2.warpAffine(big, shift, (W + 120, H), flags=cv2.INTER_CUBIC,
-                                     borderMode=cv2.BORDER_REFLECT)[:, :W])
+        frames.append(
+            cv2.warpAffine(big, shift, (W + 120, H), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)[:, :W]
+        )
         flows.append(np.dstack([np.full((H, W), step, np.float32), np.zeros((H, W), np.float32)]))
     confidence = np.ones((H, W), np.float32)
     confidence[:, -8:] = 0  # content entering at the right edge
@@ -85,8 +88,9 @@ def test_disocclusions_do_not_ghost():
     player = background.copy()
     player[30:70, 40:70] = (230, 30, 30)  # a red shirt that has moved away in the current frame
     confidence = np.ones((H, W), np.float32)  # the worst case: the flow trusts the old position
-    out = rectified_blend(background, player, confidence, BLEND.weight, SIGMA, BLEND.radius, BLEND.reactive,
-                          BLEND.gain_max)
+    out = rectified_blend(
+        background, player, confidence, BLEND.weight, SIGMA, BLEND.radius, BLEND.reactive, BLEND.gain_max
+    )
     ghost = np.abs(out[30:70, 40:70].astype(int) - background[30:70, 40:70]).max()
     assert ghost <= 2, ghost  # clamped to the current neighbourhood: no red left behind
 
@@ -107,11 +111,21 @@ def test_the_device_path_matches_the_array_path():
     current = cv2.addWeighted(texture(3), 0.5, texture(4), 0.5, 0)
     history = texture(3)
     confidence = np.random.default_rng(0).uniform(0, 1, (H // 4, W // 4)).astype(np.float32)
-    expected = rectified_blend(current, history, confidence, BLEND.weight, SIGMA, BLEND.radius, BLEND.reactive,
-                               BLEND.gain_max)
+    expected = rectified_blend(
+        current, history, confidence, BLEND.weight, SIGMA, BLEND.radius, BLEND.reactive, BLEND.gain_max
+    )
     as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
-    got = torch_ops.rectified_blend(as_tensor(current), as_tensor(history), torch.from_numpy(confidence)[None, None],
-                                    BLEND.weight, SIGMA, BLEND.radius, BLEND.reactive, BLEND.gain_max, codes=255)
+    got = torch_ops.rectified_blend(
+        as_tensor(current),
+        as_tensor(history),
+        torch.from_numpy(confidence)[None, None],
+        BLEND.weight,
+        SIGMA,
+        BLEND.radius,
+        BLEND.reactive,
+        BLEND.gain_max,
+        codes=255,
+    )
     got = (got[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
     difference = np.abs(got.astype(int) - expected)
     assert np.mean(difference <= 1) >= 0.995 and difference.max() <= 3

@@ -43,6 +43,7 @@ def source_pts_seconds(path: Path) -> list[float]:
 
 # --- the plan -----------------------------------------------------------------------------------------------------
 
+
 def test_segments_cover_every_frame_once_end_at_cuts_and_warm_up_only_inside_shots():
     frames, cuts = 700, [0, 60, 100, 110, 650]
     times, pts = [i / 25 for i in range(frames)], list(range(frames))
@@ -181,8 +182,9 @@ def test_auto_is_settled_once_and_a_resume_with_another_settlement_starts_afresh
     assert settings["precision"] == here.precision != "auto" and settings["temporal.backend"] == "cv2"
     assert settings["sr.batch"] == "1" and settings["device"] == "cpu"
     # "auto" spelled out as what it settles to here is the same job: it resumes
-    report = upscale_video(sample, out, job_config(device="cpu", precision=here.precision, **{"sr.batch": "1"}),
-                           engine_factory=NULL)
+    report = upscale_video(
+        sample, out, job_config(device="cpu", precision=here.precision, **{"sr.batch": "1"}), engine_factory=NULL
+    )
     assert report.segments_resumed == 2 and report.settled["precision"] == here.precision
 
     out.unlink()
@@ -202,8 +204,12 @@ def test_auto_is_settled_once_and_a_resume_with_another_settlement_starts_afresh
 def test_settings_that_cannot_change_this_output_do_not_restart_it(tmp_path, sample, monkeypatch):
     out = tmp_path / "out.mp4"
     _stop_at_third_segment(monkeypatch, sample, out, job_config())
-    report = upscale_video(sample, out, job_config(**{"train.lr": 3e-4, "flux.steps": 12, "flux.cache": "first-block"}),
-                           engine_factory=NULL)
+    report = upscale_video(
+        sample,
+        out,
+        job_config(**{"train.lr": 3e-4, "flux.steps": 12, "flux.cache": "first-block"}),
+        engine_factory=NULL,
+    )
     assert report.segments_resumed == 2, report.notes  # training's and the idle FLUX engine's settings
 
 
@@ -257,20 +263,23 @@ def test_a_damaged_segment_file_is_recomputed(tmp_path, sample, monkeypatch):
 
 # --- what segmenting keeps ----------------------------------------------------------------------------------------
 
+
 def test_segments_keep_vfr_pts_and_audio_packets(tmp_path):
     pts = [0, 40, 80, 200, 240, 280, 300, 340, 420, 460, 500, 540, 580, 700, 740, 780]  # ms, irregular
     clip = make_clip(tmp_path / "vfr.mkv", frames=len(pts), size=(64, 48), pts=pts, audio=True, subtitles=True)
     out = tmp_path / "up.mkv"
-    report = upscale_video(clip, out, job_config(**{"job.segment_frames": 5, "job.warmup_frames": 2}),
-                           engine_factory=NULL)
+    report = upscale_video(
+        clip, out, job_config(**{"job.segment_frames": 5, "job.warmup_frames": 2}), engine_factory=NULL
+    )
     assert report.segments == 4
     assert source_pts_seconds(out) == source_pts_seconds(clip)
     for kind in ("audio", "subtitle"):
         assert packets(out, kind) == packets(clip, kind) and packets(clip, kind)
     clip = make_clip(tmp_path / "vfr.mp4", frames=len(pts), size=(64, 48), pts=pts, audio=True)
     for path in (tmp_path / "a.mp4", tmp_path / "b.mp4"):  # MP4 (global headers, B-frames) as well
-        upscale_video(clip, path, job_config(**{"job.segment_frames": 5 if path.stem == "a" else 100}),
-                      engine_factory=NULL)
+        upscale_video(
+            clip, path, job_config(**{"job.segment_frames": 5 if path.stem == "a" else 100}), engine_factory=NULL
+        )
         assert source_pts_seconds(path) == source_pts_seconds(clip)
     assert packets(tmp_path / "a.mp4", "audio") == packets(tmp_path / "b.mp4", "audio")
 
@@ -302,11 +311,13 @@ def test_a_seam_inside_a_shot_does_not_flicker(tmp_path, sample):
 
 # --- out of memory ------------------------------------------------------------------------------------------------
 
+
 def test_out_of_memory_halves_the_tile_and_keeps_every_frame(tmp_path, sample):
     config = job_config(size="512", **{"temporal.enabled": False, "end": "8", "sr.tile": 384})
     # From its third network call, the engine cannot hold a whole 256x144 frame (any input over 200 px).
-    report = upscale_video(sample, tmp_path / "oom.mp4", config,
-                           engine_factory=EngineFactory("model", oom_above=200, oom_from=2))
+    report = upscale_video(
+        sample, tmp_path / "oom.mp4", config, engine_factory=EngineFactory("model", oom_above=200, oom_from=2)
+    )
     assert report.frames == 8 and len(video_stream(tmp_path / "oom.mp4")) == 8
     assert report.warnings == ("out of memory at frame 2: SR tile 384 -> 128 px, for the rest of the segment",)
     assert source_pts_seconds(tmp_path / "oom.mp4") == source_pts_seconds(sample)[:8]
@@ -333,13 +344,20 @@ def test_batches_shrink_before_tiles():
     engine = EngineFactory()(config)
     engine._input_side = 144
     changes = [engine.shrink() for _ in range(6)]
-    assert changes == ["SR batch 4 -> 2", "SR batch 2 -> 1", "SR tile whole frame -> 72 px", "SR tile 72 -> 36 px",
-                       None, None]
+    assert changes == [
+        "SR batch 4 -> 2",
+        "SR batch 2 -> 1",
+        "SR tile whole frame -> 72 px",
+        "SR tile 72 -> 36 px",
+        None,
+        None,
+    ]
     engine.set_footprint((4, 0))
     assert engine.footprint() == (4, 0)
 
 
 # --- Ray ------------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def ray_cluster():
@@ -353,8 +371,12 @@ def test_two_ray_workers_write_the_same_video_stream_as_one_local_worker(tmp_pat
     local = upscale_video(sample, tmp_path / "local.mp4", job_config(), engine_factory=NULL)
     marker = tmp_path / "died-once"
     # One worker dies on its 10th frame (the first time only): its segment is retried on a fresh worker.
-    report = upscale_video(sample, tmp_path / "ray.mp4", job_config(**{"job.workers": 2}),
-                           engine_factory=EngineFactory(kill_after=10, marker=str(marker)))
+    report = upscale_video(
+        sample,
+        tmp_path / "ray.mp4",
+        job_config(**{"job.workers": 2}),
+        engine_factory=EngineFactory(kill_after=10, marker=str(marker)),
+    )
     assert marker.exists() and report.segments_run == 4 and report.ray_startup is not None
     assert video_stream(tmp_path / "ray.mp4") == video_stream(tmp_path / "local.mp4")
     assert packets(tmp_path / "ray.mp4", "audio") == packets(tmp_path / "local.mp4", "audio")
@@ -364,8 +386,12 @@ def test_two_ray_workers_write_the_same_video_stream_as_one_local_worker(tmp_pat
 def test_ray_workers_get_the_input_through_the_object_store(tmp_path, sample, ray_cluster):
     # With --ray-address the input travels to the workers (no shared filesystem); here the cluster is the local one.
     upscale_video(sample, tmp_path / "local.mp4", job_config(end="40"), engine_factory=NULL)
-    upscale_video(sample, tmp_path / "shipped.mp4", job_config(end="40", **{"job.workers": 2, "job.ray_address": "auto"}),
-                  engine_factory=NULL)
+    upscale_video(
+        sample,
+        tmp_path / "shipped.mp4",
+        job_config(end="40", **{"job.workers": 2, "job.ray_address": "auto"}),
+        engine_factory=NULL,
+    )
     assert video_stream(tmp_path / "shipped.mp4") == video_stream(tmp_path / "local.mp4")
 
 

@@ -14,8 +14,13 @@ from vidup.engines.flux.memory import GIB, Placer, choose_memory_plan, on_device
 from vidup.train.trainer import Validator, validation_plan
 
 # FLUX.1-dev in bf16: the bytes test_flux_engine's full_size fixture measures from the real configs.
-FULL = {"transformer": 23_802_816_640, "controlnet": 3_583_210_496, "vae": 167_639_366,
-        "text_encoder": 246_121_576, "text_encoder_2": 9_524_621_312}
+FULL = {
+    "transformer": 23_802_816_640,
+    "controlnet": 3_583_210_496,
+    "vae": 167_639_366,
+    "text_encoder": 246_121_576,
+    "text_encoder_2": 9_524_621_312,
+}
 CUDA = torch.device("cuda")
 WORKING = working_bytes(1024, 1024, 4.0)
 TRAINED = {"transformer"}
@@ -97,8 +102,12 @@ def test_the_validator_plans_from_the_device_and_never_moves_the_transformer_to_
     components = SimpleNamespace(modules=lambda: modules, sizes=lambda: FULL)
     validator = Validator.__new__(Validator)  # its FluxEngine would load weights; only placement is under test
     validator.held_out = [("a", np.zeros((768, 1344, 3), np.uint8)), ("b", np.zeros((1024, 1024, 3), np.uint8))]
-    validator.engine = SimpleNamespace(placement=SimpleNamespace(device=CUDA), flux=load_config(overrides=MARGINS).flux,
-                                       components=components, placer=None)
+    validator.engine = SimpleNamespace(
+        placement=SimpleNamespace(device=CUDA),
+        flux=load_config(overrides=MARGINS).flux,
+        components=components,
+        placer=None,
+    )
     monkeypatch.setattr(trainer, "free_device_memory", lambda device: 20 * GIB)
     chosen = validator.memory_plan()
     assert chosen.offload == "none", chosen.reason  # without counting the resident transformer: not even model

@@ -76,10 +76,14 @@ def test_span_training_branches_fold_into_eval_conv():
     torch.manual_seed(0)
     c_in, c_out, gain = 4, 6, 2
     sd = {
-        "sk.weight": torch.randn(c_out, c_in, 1, 1), "sk.bias": torch.randn(c_out),
-        "conv.0.weight": torch.randn(c_in * gain, c_in, 1, 1), "conv.0.bias": torch.randn(c_in * gain),
-        "conv.1.weight": torch.randn(c_out * gain, c_in * gain, 3, 3), "conv.1.bias": torch.randn(c_out * gain),
-        "conv.2.weight": torch.randn(c_out, c_out * gain, 1, 1), "conv.2.bias": torch.randn(c_out),
+        "sk.weight": torch.randn(c_out, c_in, 1, 1),
+        "sk.bias": torch.randn(c_out),
+        "conv.0.weight": torch.randn(c_in * gain, c_in, 1, 1),
+        "conv.0.bias": torch.randn(c_in * gain),
+        "conv.1.weight": torch.randn(c_out * gain, c_in * gain, 3, 3),
+        "conv.1.bias": torch.randn(c_out * gain),
+        "conv.2.weight": torch.randn(c_out, c_out * gain, 1, 1),
+        "conv.2.bias": torch.randn(c_out),
     }
     x = torch.randn(1, c_in, 9, 11)
     F = torch.nn.functional

@@ -59,7 +59,11 @@ def test_preview_sheet_panels_size_and_seeking(tmp_path, upscaler_factory):
     thumb_h = round(PANEL_WIDTH * 86 / 128)  # 96x64 at a 128 long side: 128x86
     row_h = max(thumb_h, CROP * ZOOM) + 4
     assert 1 <= len(result.crops) <= 3  # a 128x86 frame has room for one 96 px crop
-    assert result.sheet.shape == (row_h * len(result.panels), PANEL_WIDTH + len(result.crops) * (CROP * ZOOM + 4) + 4, 3)
+    assert result.sheet.shape == (
+        row_h * len(result.panels),
+        PANEL_WIDTH + len(result.crops) * (CROP * ZOOM + 4) + 4,
+        3,
+    )
     assert all(p.image.shape[:2] in [(86, 128), (256, 384)] for p in result.panels)
 
 
@@ -92,8 +96,12 @@ def test_preview_cli_writes_a_png(tmp_path, sample):
 
 def test_filter_y4m_through_a_subprocess():
     frames = [pattern(i, 64, 48) for i in range(6)]
-    proc = subprocess.run([sys.executable, "-m", "vidup.cli", "filter", "--size", "128", "-q"],
-                          input=y4m_bytes(frames), capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidup.cli", "filter", "--size", "128", "-q"],
+        input=y4m_bytes(frames),
+        capture_output=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stderr == b""  # --quiet: nothing on stderr either
     with av.open(io.BytesIO(proc.stdout), format="yuv4mpegpipe") as c:  # stdout is a valid y4m stream
@@ -106,8 +114,12 @@ def test_filter_stops_cleanly_on_sigterm_while_waiting_for_input():
 
     data = y4m_bytes([pattern(i, 64, 48) for i in range(2)])
     one_frame = data[: data.index(b"FRAME", data.index(b"FRAME") + 1)]  # header and the first frame only
-    proc = subprocess.Popen([sys.executable, "-m", "vidup", "filter", "--size", "128", "-q"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidup", "filter", "--size", "128", "-q"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdin.write(one_frame)
     proc.stdin.flush()
     header = proc.stdout.readline()  # written once the model is up; the first frame follows
@@ -123,8 +135,12 @@ def test_filter_stops_cleanly_on_sigterm_while_waiting_for_input():
 def test_filter_y4m_in_process_keeps_frame_count_and_rate(upscaler_factory):
     frames = [pattern(i, 64, 48) for i in range(4)]
     stdout = io.BytesIO()
-    written = run_filter(io.BytesIO(y4m_bytes(frames, rate=30)), stdout, load_config(overrides={"quiet": True}),
-                         upscaler=upscaler_factory())
+    written = run_filter(
+        io.BytesIO(y4m_bytes(frames, rate=30)),
+        stdout,
+        load_config(overrides={"quiet": True}),
+        upscaler=upscaler_factory(),
+    )
     assert written == 4 and stdout.getvalue().startswith(b"YUV4MPEG2 W128 H96 F30:1")
     assert stdout.getvalue().count(b"FRAME\n") == 4
 
@@ -152,21 +168,31 @@ def test_y4m_full_range_is_read_as_full_range_and_kept_on_output(upscaler_factor
 def test_rawvideo_round_trip(upscaler_factory):
     frames = [pattern(i, 64, 48) for i in range(3)]
     stdout = io.BytesIO()
-    written = run_filter(io.BytesIO(b"".join(f.tobytes() for f in frames)), stdout,
-                         load_config(overrides={"quiet": True}), "rawvideo", "64x48", "25", upscaler=upscaler_factory())
+    written = run_filter(
+        io.BytesIO(b"".join(f.tobytes() for f in frames)),
+        stdout,
+        load_config(overrides={"quiet": True}),
+        "rawvideo",
+        "64x48",
+        "25",
+        upscaler=upscaler_factory(),
+    )
     assert written == 3 and len(stdout.getvalue()) == 3 * 128 * 96 * 3
     first = np.frombuffer(stdout.getvalue()[: 128 * 96 * 3], np.uint8).reshape(96, 128, 3)
     assert np.array_equal(first, upscaler_factory().upscale_frame(frames[0]))
 
 
-@pytest.mark.parametrize("data,message", [
-    (b"YUV4MPEG2 W64\n", "malformed y4m header"),
-    (b"RIFF....WAVEfmt \n", "not a y4m stream"),
-    (b"YUV4MPEG2 W64 H48 F25:1 C411\nFRAME\n", "not supported"),
-    (b"YUV4MPEG2 W64 H48 F25:1\nFRAME\n" + b"\x00" * 100, "truncated"),
-    (b"", "no input"),
-    (b"YUV4MPEG2 W64 H48 F25:1 XCOLORRANGE=WIDE\nFRAME\n", "XCOLORRANGE"),
-])
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (b"YUV4MPEG2 W64\n", "malformed y4m header"),
+        (b"RIFF....WAVEfmt \n", "not a y4m stream"),
+        (b"YUV4MPEG2 W64 H48 F25:1 C411\nFRAME\n", "not supported"),
+        (b"YUV4MPEG2 W64 H48 F25:1\nFRAME\n" + b"\x00" * 100, "truncated"),
+        (b"", "no input"),
+        (b"YUV4MPEG2 W64 H48 F25:1 XCOLORRANGE=WIDE\nFRAME\n", "XCOLORRANGE"),
+    ],
+)
 def test_malformed_streams_are_clear_errors(data, message, upscaler_factory):
     with pytest.raises(PipeFormatError, match=message):
         run_filter(io.BytesIO(data), io.BytesIO(), load_config(overrides={"quiet": True}), upscaler=upscaler_factory())
@@ -186,12 +212,15 @@ def test_closed_output_pipe_is_a_clear_error(upscaler_factory):
             return super().write(data)
 
     with pytest.raises(OutputPipeClosedError, match="after 0 frames"):
-        run_filter(io.BytesIO(y4m_bytes([pattern(0, 64, 48)] * 3)), ClosesAfterHeader(),
-                   load_config(overrides={"quiet": True}), upscaler=upscaler_factory())
+        run_filter(
+            io.BytesIO(y4m_bytes([pattern(0, 64, 48)] * 3)),
+            ClosesAfterHeader(),
+            load_config(overrides={"quiet": True}),
+            upscaler=upscaler_factory(),
+        )
 
 
 def test_upscaler_api_gives_the_same_frames_as_the_cli(tmp_path, sr_engine, monkeypatch):
-    import vidup.api
 
     clip = make_clip(tmp_path / "in.mp4", frames=6, size=(96, 64))
     config = load_config(overrides={"size": "128", "quiet": True, "output.codec": "ffv1", "output.pix_fmt": "yuv444p"})

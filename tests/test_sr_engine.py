@@ -28,7 +28,8 @@ def test_tiled_output_matches_whole_frame(sample):
     frame = decoded(sample)[20]
     whole = SREngine.from_config(load_config(overrides={"sr.tile": 0, "precision": "fp32"})).super_resolve(frame)
     tiled = SREngine.from_config(
-        load_config(overrides={"sr.tile": 64, "sr.tile_pad": 16, "precision": "fp32"})).super_resolve(frame)
+        load_config(overrides={"sr.tile": 64, "sr.tile_pad": 16, "precision": "fp32"})
+    ).super_resolve(frame)
     diff = np.abs(whole.astype(int) - tiled.astype(int))
     assert diff.mean() < 0.1 and np.percentile(diff, 99.9) <= 3
 

@@ -41,8 +41,9 @@ def test_warp_torch_matches_cv2():
     flow = np.zeros((32, 48, 2), np.float32)
     flow[..., 0], flow[..., 1] = 1.5, -0.5
     ours = warp(image.astype(np.float32), flow)
-    theirs = torch_ops.warp(torch.from_numpy(image).permute(2, 0, 1)[None].float(),
-                            torch.from_numpy(flow).permute(2, 0, 1)[None])
+    theirs = torch_ops.warp(
+        torch.from_numpy(image).permute(2, 0, 1)[None].float(), torch.from_numpy(flow).permute(2, 0, 1)[None]
+    )
     theirs = theirs[0].permute(1, 2, 0).numpy()
     assert np.abs(ours - theirs)[2:-2, 2:-2].max() < 1e-3
 
@@ -192,8 +193,9 @@ def test_flow_on_a_small_input_is_refined_to_full_resolution():
         for seed in range(2):
             prev = textured(h, w, seed)
             cur = warp(prev, truth, interpolation=cv2.INTER_CUBIC)  # cur(p) = prev(p + truth(p))
-            flow = FlowEstimator("medium", side)(cv2.cvtColor(cur, cv2.COLOR_RGB2GRAY),
-                                                 cv2.cvtColor(prev, cv2.COLOR_RGB2GRAY))
+            flow = FlowEstimator("medium", side)(
+                cv2.cvtColor(cur, cv2.COLOR_RGB2GRAY), cv2.cvtColor(prev, cv2.COLOR_RGB2GRAY)
+            )
             total += np.sqrt(((flow - truth) ** 2).sum(-1))[8:-8, 8:-8].mean()
         errors[side] = total / 2
     assert errors[240] < 0.85 * errors[0], errors
@@ -213,9 +215,15 @@ def test_every_temporal_knob_reaches_the_class_that_uses_it_from_config():
     from vidup.temporal.seeding import HistoryBlend
     from vidup.temporal.state import MotionAnalyser
 
-    t = load_config(overrides={"temporal.shots.threshold": 5.0, "temporal.shots.min_shot_frames": 2,
-                               "temporal.flow.consistency_px2": 9.0, "temporal.flow.preset": "fast",
-                               "temporal.history.weight": 0.5}).temporal
+    t = load_config(
+        overrides={
+            "temporal.shots.threshold": 5.0,
+            "temporal.shots.min_shot_frames": 2,
+            "temporal.flow.consistency_px2": 9.0,
+            "temporal.flow.preset": "fast",
+            "temporal.history.weight": 0.5,
+        }
+    ).temporal
     analyser = MotionAnalyser.from_config(t)
     assert analyser.shots.settings.threshold == 5.0 and analyser.shots.settings.min_shot_frames == 2
     assert analyser.flow.consistency_px2 == 9.0 and analyser.estimator.preset == "fast"
@@ -225,6 +233,8 @@ def test_every_temporal_knob_reaches_the_class_that_uses_it_from_config():
     prev, cur = background.copy(), background.copy()
     prev[30:60, 20:50], cur[30:60, 60:90] = 255, 255  # a square jumps 40 px: what it leaves is disoccluded
     strict = flow_pair(FlowEstimator("medium"), prev, cur, load_config().temporal.flow).confidence.mean()
-    loose_flow = load_config(overrides={"temporal.flow.consistency_px2": 1e6, "temporal.flow.photometric_threshold": 1.0})
+    loose_flow = load_config(
+        overrides={"temporal.flow.consistency_px2": 1e6, "temporal.flow.photometric_threshold": 1.0}
+    )
     loose = flow_pair(FlowEstimator("medium"), prev, cur, loose_flow.temporal.flow).confidence.mean()
     assert loose > strict

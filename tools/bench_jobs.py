@@ -70,8 +70,12 @@ def prepass(clip: Path, config, repeats: int = 3) -> dict:
     for _ in range(repeats):
         plan = make_plan(info, description, config, None, Position.parse(config.end))
         times.append(plan.seconds)
-    return {"seconds": statistics.median(times), "frames": plan.frames, "segments": len(plan.segments),
-            "cuts": list(plan.cuts)}
+    return {
+        "seconds": statistics.median(times),
+        "frames": plan.frames,
+        "segments": len(plan.segments),
+        "cuts": list(plan.cuts),
+    }
 
 
 def ray_startup(clip: Path, workers: int = 2) -> dict:
@@ -84,8 +88,9 @@ def ray_startup(clip: Path, workers: int = 2) -> dict:
     init = time.perf_counter() - started
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            config = load_config(overrides={"quiet": True, "end": "40", "job.workers": workers,
-                                            "job.segment_frames": 20})
+            config = load_config(
+                overrides={"quiet": True, "end": "40", "job.workers": workers, "job.segment_frames": 20}
+            )
             report = upscale_video(clip, Path(tmp) / "out.mp4", config)
     finally:
         ray.shutdown()
@@ -101,8 +106,10 @@ def resume_half(clip: Path, frames: int, segment_frames: int) -> dict:
         started = time.perf_counter()
         upscale_video(clip, Path(tmp) / "whole.mp4", config)
         whole = time.perf_counter() - started
-        proc = subprocess.run([sys.executable, "-c", KILL, str(clip), str(out), str(segment_frames),
-                               str(frames // 2)], capture_output=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", KILL, str(clip), str(out), str(segment_frames), str(frames // 2)],
+            capture_output=True,
+        )
         assert proc.returncode == -9, proc.stderr.decode()
         started = time.perf_counter()
         report = upscale_video(clip, out, config)
@@ -139,11 +146,17 @@ def print_results(results: dict) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for name, p in results["prepass"].items():
         w = results["wall"][name]
-        print(f"| {name} | {p['frames']} | {len(p['cuts']) - 1} | {p['segments']} | {p['seconds']:.2f} s | "
-              f"{w['unsegmented']:.1f} s | {w['segmented']:.1f} s | {w['ratio']:.3f}x |")
+        print(
+            f"| {name} | {p['frames']} | {len(p['cuts']) - 1} | {p['segments']} | {p['seconds']:.2f} s | "
+            f"{w['unsegmented']:.1f} s | {w['segmented']:.1f} s | {w['ratio']:.3f}x |"
+        )
     r = results["ray"]
-    print(f"\nlocal Ray cluster: ray.init {r['ray_init_s']:.1f} s, then 2 workers up with the model loaded "
-          f"{r['workers_ready_s']:.1f} s; {r['frames']} sample frames on 2 workers: {r['job_s']:.1f} s in all")
+    print(
+        f"\nlocal Ray cluster: ray.init {r['ray_init_s']:.1f} s, then 2 workers up with the model loaded "
+        f"{r['workers_ready_s']:.1f} s; {r['frames']} sample frames on 2 workers: {r['job_s']:.1f} s in all"
+    )
     m = results["resume"]
-    print(f"resume of the sample killed at 50% ({m['resumed']} of {m['segments']} segments done): "
-          f"{m['resume_s']:.1f} s, against {m['whole_s']:.1f} s whole ({m['resume_s'] / m['whole_s']:.2f}x)")
+    print(
+        f"resume of the sample killed at 50% ({m['resumed']} of {m['segments']} segments done): "
+        f"{m['resume_s']:.1f} s, against {m['whole_s']:.1f} s whole ({m['resume_s'] / m['whole_s']:.2f}x)"
+    )

@@ -84,17 +84,27 @@ def main() -> None:
             truth = (np.clip(code, 0, 1) * 65535 + 0.5).astype(np.uint16)
             h, w = truth.shape[:2]
             low = cv2.resize(truth, (w // 4, h // 4), interpolation=cv2.INTER_AREA)
-            runs = {"lanczos": cv2.resize(low, (w, h), interpolation=cv2.INTER_LANCZOS4),
-                    "sr on code values": engine.upscale(low, (w, h)).image}
+            runs = {
+                "lanczos": cv2.resize(low, (w, h), interpolation=cv2.INTER_LANCZOS4),
+                "sr on code values": engine.upscale(low, (w, h)).image,
+            }
             if transfer == "pq":
                 runs["sr display-referred"] = space.inverse(engine.upscale(space.forward(low), (w, h)).image)
             reference = truth.astype(np.float32) / 65535
             for name, out in runs.items():
                 got = out.astype(np.float32) / 65535
                 scores.setdefault((transfer, name), []).append(
-                    (psnr(got, reference), psnr(display(got, transfer), display(reference, transfer))))
-    rows = [{"transfer": t, "path": n, "psnr_code": float(np.mean([s[0] for s in v])),
-             "psnr_display": float(np.mean([s[1] for s in v]))} for (t, n), v in scores.items()]
+                    (psnr(got, reference), psnr(display(got, transfer), display(reference, transfer)))
+                )
+    rows = [
+        {
+            "transfer": t,
+            "path": n,
+            "psnr_code": float(np.mean([s[0] for s in v])),
+            "psnr_display": float(np.mean([s[1] for s in v])),
+        }
+        for (t, n), v in scores.items()
+    ]
     print(f"| transfer | path | PSNR code values (dB) | PSNR display light (dB) |  ({args.frames} frames, x4)")
     print("|---|---|---|---|")
     for r in rows:

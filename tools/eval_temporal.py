@@ -56,7 +56,10 @@ def run(config, lows, size, engine=None):
 
 
 VARIANTS = {"off": {"temporal.enabled": False}, "on": {"temporal.enabled": True}}
-SR_VARIANTS = {**VARIANTS, "on, highpass (first release)": {"temporal.enabled": True, "temporal.history.mode": "highpass"}}
+SR_VARIANTS = {
+    **VARIANTS,
+    "on, highpass (first release)": {"temporal.enabled": True, "temporal.history.mode": "highpass"},
+}
 
 
 def evaluate_case(name, config_overrides, truth, lows, engine_factory=None, save=None, variants=VARIANTS):
@@ -74,8 +77,13 @@ def evaluate_case(name, config_overrides, truth, lows, engine_factory=None, save
         report = evaluate(outputs, truth, per_frame=per_frame)
         if not temporal:
             per_frame = outputs  # detail is measured against the per-frame output
-        row = {"clip": name, "engine": config.engine, "temporal": label,
-               "seconds_per_frame": seconds, **report.as_dict()}
+        row = {
+            "clip": name,
+            "engine": config.engine,
+            "temporal": label,
+            "seconds_per_frame": seconds,
+            **report.as_dict(),
+        }
         row.pop("detail_by_frame")
         row.pop("ewarps")
         if engine is not None and hasattr(engine, "steps_by_kind"):
@@ -87,8 +95,10 @@ def evaluate_case(name, config_overrides, truth, lows, engine_factory=None, save
         rows.append(row)
         if save:
             for i in save["frames"]:
-                cv2.imwrite(str(save["dir"] / f"{name}_{config.engine}_{row['temporal']}_{i:03d}.png"),
-                            cv2.cvtColor(outputs[i], cv2.COLOR_RGB2BGR))
+                cv2.imwrite(
+                    str(save["dir"] / f"{name}_{config.engine}_{row['temporal']}_{i:03d}.png"),
+                    cv2.cvtColor(outputs[i], cv2.COLOR_RGB2BGR),
+                )
     return rows
 
 
@@ -99,8 +109,13 @@ def main() -> None:
     parser.add_argument("--skip-flux", action="store_true")
     parser.add_argument("--save-frames", type=Path)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override for the SR rows (sr.color_anchor=false, temporal.history.strength=0.5)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for the SR rows (sr.color_anchor=false, temporal.history.strength=0.5)",
+    )
     args = parser.parse_args()
     sr = {"engine": "sr", **dict(item.split("=", 1) for item in args.set)}
 
@@ -120,30 +135,45 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             paths = build(Path(tmp))
-            truth = [cv2.resize(f, (256, 144), interpolation=cv2.INTER_AREA) for f in sample_ground_truth(args.flux_frames)]
-            overrides = {"engine": "flux", "flux.model": str(paths["base"]), "flux.controlnet": str(paths["controlnet"]),
-                         "flux.steps": 28, "flux.stage2_steps": 28}
+            truth = [
+                cv2.resize(f, (256, 144), interpolation=cv2.INTER_AREA) for f in sample_ground_truth(args.flux_frames)
+            ]
+            overrides = {
+                "engine": "flux",
+                "flux.model": str(paths["base"]),
+                "flux.controlnet": str(paths["controlnet"]),
+                "flux.steps": 28,
+                "flux.stage2_steps": 28,
+            }
             rows += evaluate_case("sample 256x144", overrides, truth, downscale(truth), engine_factory=FluxEngine)
 
-    print("| clip | engine | temporal | PSNR-Y | SSIM-Y | E_warp x1e-3 | tOF | flicker | detail vs per-frame "
-          "(lowest) | decay, worst shot | detail vs truth | s/frame | steps/frame (keyframes / propagated) |")
+    print(
+        "| clip | engine | temporal | PSNR-Y | SSIM-Y | E_warp x1e-3 | tOF | flicker | detail vs per-frame "
+        "(lowest) | decay, worst shot | detail vs truth | s/frame | steps/frame (keyframes / propagated) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
     def cell(value, fmt):
         return "-" if value is None else fmt.format(value)
 
     def steps_cell(r):
         if r.get("steps_per_frame") is None:
             return "-"
-        split = (f"{r['keyframe_frames']} x {cell(r['steps_per_keyframe'], '{:.1f}')} / "
-                 f"{r['propagated_frames']} x {cell(r['steps_per_propagated'], '{:.1f}')}")
+        split = (
+            f"{r['keyframe_frames']} x {cell(r['steps_per_keyframe'], '{:.1f}')} / "
+            f"{r['propagated_frames']} x {cell(r['steps_per_propagated'], '{:.1f}')}"
+        )
         return f"{r['steps_per_frame']:.1f} ({split})"
 
     for r in rows:
-        print(f"| {r['clip']} | {r['engine']} | {r['temporal']} | {cell(r['psnr_y'], '{:.2f}')} | "
-              f"{cell(r['ssim_y'], '{:.4f}')} | {cell(r['ewarp_x1e3'], '{:.3f}')} | {cell(r['tof'], '{:.3f}')} | "
-              f"{cell(r['flicker'], '{:.3f}')} | {cell(r['detail_ratio'], '{:.3f}')} ({cell(r['detail_min'], '{:.2f}')}) | "
-              f"{cell(r['detail_decay'], '{:.3f}')} | {cell(r['detail_vs_truth'], '{:.3f}')} | "
-              f"{r['seconds_per_frame']:.3f} | {steps_cell(r)} |")
+        print(
+            f"| {r['clip']} | {r['engine']} | {r['temporal']} | {cell(r['psnr_y'], '{:.2f}')} | "
+            f"{cell(r['ssim_y'], '{:.4f}')} | {cell(r['ewarp_x1e3'], '{:.3f}')} | {cell(r['tof'], '{:.3f}')} | "
+            f"{cell(r['flicker'], '{:.3f}')} | {cell(r['detail_ratio'], '{:.3f}')} "
+            f"({cell(r['detail_min'], '{:.2f}')}) | "
+            f"{cell(r['detail_decay'], '{:.3f}')} | {cell(r['detail_vs_truth'], '{:.3f}')} | "
+            f"{r['seconds_per_frame']:.3f} | {steps_cell(r)} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

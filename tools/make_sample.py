@@ -41,8 +41,16 @@ def render_world(rng: np.random.Generator) -> np.ndarray:
         cv2.circle(world, (x, y), 5, (int(rng.integers(150, 230)), int(rng.integers(110, 180)), 120), -1)
     cv2.rectangle(world, (0, PITCH_TOP - 40), (w, PITCH_TOP - 10), (20, 20, 90), -1)  # advertising board
     for i, x in enumerate(range(40, w, 420)):
-        cv2.putText(world, ["VIDUP", "KICKOFF", "GOAL+"][i % 3], (x, PITCH_TOP - 16), cv2.FONT_HERSHEY_DUPLEX,
-                    0.9, (240, 240, 240), 2, cv2.LINE_AA)
+        cv2.putText(
+            world,
+            ["VIDUP", "KICKOFF", "GOAL+"][i % 3],
+            (x, PITCH_TOP - 16),
+            cv2.FONT_HERSHEY_DUPLEX,
+            0.9,
+            (240, 240, 240),
+            2,
+            cv2.LINE_AA,
+        )
     # Pitch: mowing stripes with a little grass noise.
     stripe = 160
     for i, x in enumerate(range(0, w, stripe)):
@@ -78,8 +86,16 @@ def draw_player(img, x, y, zoom, kit, number, t, i):
         cv2.line(img, hip, (int(x + dx), int(y)), (225, 180, 150), max(1, int(7 * s)), cv2.LINE_AA)
     cv2.rectangle(img, (int(x - 16 * s), int(y - 58 * s)), (int(x + 16 * s), int(y - 38 * s)), trim, -1, cv2.LINE_AA)
     cv2.rectangle(img, (int(x - 18 * s), int(y - 100 * s)), (int(x + 18 * s), int(y - 56 * s)), shirt, -1, cv2.LINE_AA)
-    cv2.putText(img, str(number), (int(x - 12 * s), int(y - 66 * s)), cv2.FONT_HERSHEY_SIMPLEX, 0.75 * s, trim,
-                max(1, int(2 * s)), cv2.LINE_AA)
+    cv2.putText(
+        img,
+        str(number),
+        (int(x - 12 * s), int(y - 66 * s)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.75 * s,
+        trim,
+        max(1, int(2 * s)),
+        cv2.LINE_AA,
+    )
     cv2.circle(img, (int(x), int(y - 112 * s)), int(12 * s), (225, 180, 150), -1, cv2.LINE_AA)
 
 
@@ -95,14 +111,21 @@ def render_frame(world: np.ndarray, index: int) -> np.ndarray:
     t = index / FPS
     cam_x, cam_y, zoom = camera(index)
     matrix = np.float32([[zoom, 0, -cam_x * zoom], [0, zoom, -cam_y * zoom]])
-    frame = cv2.warpAffine(world, matrix, HR_SIZE, flags=cv2.INTER_AREA if zoom < 1 else cv2.INTER_CUBIC,
-                           borderMode=cv2.BORDER_REFLECT)
+    frame = cv2.warpAffine(
+        world, matrix, HR_SIZE, flags=cv2.INTER_AREA if zoom < 1 else cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+    )
     placed = sorted(players_at(t), key=lambda p: p[1])
     for i, (x, y, kit, number) in enumerate(placed):
         draw_player(frame, (x - cam_x) * zoom, (y - cam_y) * zoom, zoom, kit, number, t, i)
     ball = (1500 + 260 * t, PITCH_TOP + 420 + 60 * abs(np.sin(3 * t)))
-    cv2.circle(frame, (int((ball[0] - cam_x) * zoom), int((ball[1] - cam_y) * zoom)), max(2, int(9 * zoom)),
-               (250, 250, 250), -1, cv2.LINE_AA)
+    cv2.circle(
+        frame,
+        (int((ball[0] - cam_x) * zoom), int((ball[1] - cam_y) * zoom)),
+        max(2, int(9 * zoom)),
+        (250, 250, 250),
+        -1,
+        cv2.LINE_AA,
+    )
     # Scoreboard overlay (screen space, not moved by the camera).
     cv2.rectangle(frame, (24, 20), (330, 64), (15, 15, 40), -1)
     cv2.rectangle(frame, (24, 20), (120, 64), (200, 30, 30), -1)
@@ -141,7 +164,8 @@ def write_clip(path: Path, frames, size, audio: np.ndarray | None, codec="libx26
             sound.metadata["language"] = "eng"
         for index, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
-                format="yuv420p", src_colorspace="ITU709", dst_colorspace="ITU709")
+                format="yuv420p", src_colorspace="ITU709", dst_colorspace="ITU709"
+            )
             frame.pts = index
             frame.time_base = Fraction(1, FPS)
             out.mux(video.encode(frame))
@@ -165,7 +189,9 @@ def hr_frames(count: int = FPS * SECONDS):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "samples" / "football_256x144.mp4")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "samples" / "football_256x144.mp4"
+    )
     parser.add_argument("--ground-truth", type=Path, help="also write the 1024x576 frames here, losslessly (.mkv)")
     args = parser.parse_args()
 
@@ -173,7 +199,9 @@ def main() -> None:
     write_clip(args.out, low, LR_SIZE, render_audio(np.random.default_rng(11)), options={"crf": "20", "preset": "slow"})
     print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB)")
     if args.ground_truth:
-        write_clip(args.ground_truth, (hr for _, hr in hr_frames()), HR_SIZE, None, options={"crf": "0", "preset": "veryfast"})
+        write_clip(
+            args.ground_truth, (hr for _, hr in hr_frames()), HR_SIZE, None, options={"crf": "0", "preset": "veryfast"}
+        )
         print(f"wrote {args.ground_truth}")
 
 

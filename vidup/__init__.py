@@ -15,5 +15,13 @@ from vidup.report import RunReport
 from vidup.upscaler import Upscaler
 from vidup.version import __version__
 
-__all__ = ["RunReport", "Upscaler", "VidupConfig", "VidupError", "__version__", "load_config", "load_engine",
-           "upscale_video"]
+__all__ = [
+    "RunReport",
+    "Upscaler",
+    "VidupConfig",
+    "VidupError",
+    "__version__",
+    "load_config",
+    "load_engine",
+    "upscale_video",
+]

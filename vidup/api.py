@@ -15,9 +15,13 @@ from vidup.preview import preview_frame  # noqa: F401  (an entry point)
 from vidup.report import RunReport
 
 
-def upscale_video(input_path: str | Path, output_path: str | Path, config: VidupConfig,
-                  engine: Engine | None = None,
-                  engine_factory: Callable[[VidupConfig], Engine] | None = None) -> RunReport:
+def upscale_video(
+    input_path: str | Path,
+    output_path: str | Path,
+    config: VidupConfig,
+    engine: Engine | None = None,
+    engine_factory: Callable[[VidupConfig], Engine] | None = None,
+) -> RunReport:
     """Upscale a clip into a new file, as a resumable job (`vidup.jobs`): segments planned at the cuts, run in
     this process or on Ray (`job.workers`, `job.ray_address`; Ray workers build their engine with
     `engine_factory`), and concatenated without re-encoding. Everything that can be checked is checked before the

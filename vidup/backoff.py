@@ -34,9 +34,11 @@ def with_backoff(call: Callable[[], T], engine, where: str, warn: Callable[[str]
                 raise
             change = engine.shrink() if isinstance(engine, Shrinkable) else None
             if change is None:
-                raise EngineMemoryError(f"out of memory at {where}, with nothing left to shrink "
-                                        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                                        "try a smaller --size or a GPU with more memory") from None
+                raise EngineMemoryError(
+                    f"out of memory at {where}, with nothing left to shrink "
+                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                    "try a smaller --size or a GPU with more memory"
+                ) from None
             message = f"out of memory at {where}: {change}, for the rest of the segment"
             log.warning(message)
             warn(message)

@@ -8,7 +8,15 @@ import sys
 import click
 
 from vidup.version import __version__
-from vidup.config import CACHE_KINDS, CODECS, DEINTERLACE_MODES, CONTROL_IMAGES, OFFLOAD_MODES, X26X_PRESETS, load_config
+from vidup.config import (
+    CACHE_KINDS,
+    CODECS,
+    DEINTERLACE_MODES,
+    CONTROL_IMAGES,
+    OFFLOAD_MODES,
+    X26X_PRESETS,
+    load_config,
+)
 from vidup.api import upscale_video
 from vidup.engines.base import ENGINES
 from vidup.engines.flux.weights import FLUX_WEIGHTS
@@ -38,8 +46,12 @@ class VidupGroup(click.Group):
             signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
             streamed = ctx.invoked_subcommand == "filter"  # frames already on stdout stay there
             resumable = "; finished segments are kept: rerun the same command to resume"
-            click.echo("vidup: interrupted" + ("" if streamed else "; no output was written")
-                       + (resumable if ctx.invoked_subcommand == "upscale" else ""), err=True)
+            click.echo(
+                "vidup: interrupted"
+                + ("" if streamed else "; no output was written")
+                + (resumable if ctx.invoked_subcommand == "upscale" else ""),
+                err=True,
+            )
             sys.exit(128 + signum)
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -57,8 +69,12 @@ def engine_options(func):
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Compute precision."),
         click.option("--tile", type=int, help="SR tile size in input pixels (0: whole frames)."),
         click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar."),
-        click.option("--temporal/--no-temporal", "temporal", default=None,
-                     help="Seed each frame from the flow-warped previous output (on by default)."),
+        click.option(
+            "--temporal/--no-temporal",
+            "temporal",
+            default=None,
+            help="Seed each frame from the flow-warped previous output (on by default).",
+        ),
         click.option("--flux-model", help="FLUX base: a diffusers folder or a cached repo id (FLUX.1-dev)."),
         click.option("--controlnet", help="FLUX ControlNet upscaler: folder or cached repo id."),
         click.option("--lora", "loras", multiple=True, help="LoRA file or folder, as path[:scale]; repeatable."),
@@ -72,12 +88,18 @@ def engine_options(func):
         click.option("--guidance", type=float, help="FLUX guidance (3.5)."),
         click.option("--prompt", help="FLUX prompt; empty allowed."),
         click.option("--seed", type=int, help="FLUX seed."),
-        click.option("--offload", type=click.Choice(OFFLOAD_MODES),
-                     help="FLUX memory: auto (from free GPU memory), none, model, sequential."),
+        click.option(
+            "--offload",
+            type=click.Choice(OFFLOAD_MODES),
+            help="FLUX memory: auto (from free GPU memory), none, model, sequential.",
+        ),
         click.option("--cache", type=click.Choice(CACHE_KINDS), help="FLUX step cache."),
         click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the FLUX transformer."),
-        click.option("--control-image", type=click.Choice(CONTROL_IMAGES),
-                     help="FLUX stage 2 control: stage1 (the paper) or input (resized, the upscaler's card)."),
+        click.option(
+            "--control-image",
+            type=click.Choice(CONTROL_IMAGES),
+            help="FLUX stage 2 control: stage1 (the paper) or input (resized, the upscaler's card).",
+        ),
         click.option("--turbo-lora", help="Few-step LoRA for propagated frames, as path[:scale]."),
         click.option("--turbo-steps", type=int, help="Steps for propagated frames with --turbo-lora (8)."),
     ]
@@ -89,22 +111,53 @@ def engine_options(func):
 def build_config(config_file=None, **flags):
     """CLI flags (None when not given) become dotted overrides on top of the preset file."""
     keys = {
-        "engine": "engine", "sr_model": "sr.model", "size": "size", "scale": "scale", "device": "device",
-        "precision": "precision", "tile": "sr.tile", "quiet": "quiet", "start": "start", "end": "end",
-        "codec": "output.codec", "crf": "output.crf", "preset": "output.preset", "pix_fmt": "output.pix_fmt",
-        "overwrite": "overwrite", "on_decode_error": "on_decode_error",
-        "flux_model": "flux.model", "controlnet": "flux.controlnet", "loras": "flux.loras",
-        "allow_download": "flux.allow_download", "init": "flux.init", "strength": "flux.strength",
-        "steps": "flux.steps", "stage2_strength": "flux.stage2_strength", "stage2_steps": "flux.stage2_steps",
-        "conditioning_scale": "flux.conditioning_scale", "guidance": "flux.guidance", "prompt": "flux.prompt",
-        "seed": "flux.seed", "offload": "flux.offload", "cache": "flux.cache", "compile_": "flux.compile",
-        "temporal": "temporal.enabled", "control_image": "flux.control_image", "turbo_lora": "flux.turbo_lora",
-        "turbo_steps": "flux.turbo_steps", "deinterlace": "deinterlace", "pixel_aspect": "output.pixel_aspect",
-        "tonemap": "colour.tonemap", "pq_working": "colour.pq_working", "workers": "job.workers",
-        "ray_address": "job.ray_address", "fresh": "job.fresh",
+        "engine": "engine",
+        "sr_model": "sr.model",
+        "size": "size",
+        "scale": "scale",
+        "device": "device",
+        "precision": "precision",
+        "tile": "sr.tile",
+        "quiet": "quiet",
+        "start": "start",
+        "end": "end",
+        "codec": "output.codec",
+        "crf": "output.crf",
+        "preset": "output.preset",
+        "pix_fmt": "output.pix_fmt",
+        "overwrite": "overwrite",
+        "on_decode_error": "on_decode_error",
+        "flux_model": "flux.model",
+        "controlnet": "flux.controlnet",
+        "loras": "flux.loras",
+        "allow_download": "flux.allow_download",
+        "init": "flux.init",
+        "strength": "flux.strength",
+        "steps": "flux.steps",
+        "stage2_strength": "flux.stage2_strength",
+        "stage2_steps": "flux.stage2_steps",
+        "conditioning_scale": "flux.conditioning_scale",
+        "guidance": "flux.guidance",
+        "prompt": "flux.prompt",
+        "seed": "flux.seed",
+        "offload": "flux.offload",
+        "cache": "flux.cache",
+        "compile_": "flux.compile",
+        "temporal": "temporal.enabled",
+        "control_image": "flux.control_image",
+        "turbo_lora": "flux.turbo_lora",
+        "turbo_steps": "flux.turbo_steps",
+        "deinterlace": "deinterlace",
+        "pixel_aspect": "output.pixel_aspect",
+        "tonemap": "colour.tonemap",
+        "pq_working": "colour.pq_working",
+        "workers": "job.workers",
+        "ray_address": "job.ray_address",
+        "fresh": "job.fresh",
     }
-    overrides = {keys[name]: value for name, value in flags.items()
-                 if value is not None and value != () and name in keys}
+    overrides = {
+        keys[name]: value for name, value in flags.items() if value is not None and value != () and name in keys
+    }
     unknown = set(flags) - set(keys)
     assert not unknown, f"flags without a config home: {unknown}"
     if flags.get("size") is not None:
@@ -139,20 +192,38 @@ def _engine_factory():
 @click.option("--preset", type=click.Choice(X26X_PRESETS), help="x264/x265 speed preset.")
 @click.option("--pix-fmt", "pix_fmt", help="Output pixel format (codec default: yuv420p, prores yuv422p10le).")
 @click.option("--overwrite", "-y", is_flag=True, default=None, help="Replace OUT if it exists.")
-@click.option("--on-decode-error", type=click.Choice(["fail", "skip"]),
-              help="On corrupt data midway: fail (default, no output) or skip the damaged packets.")
-@click.option("--deinterlace", type=click.Choice(DEINTERLACE_MODES),
-              help="auto (default: detect, then field rate), field (50p from 25i), frame (25p from 25i), off.")
-@click.option("--square-pixels", "pixel_aspect", flag_value="square", default=None,
-              help="Anamorphic input: square pixels at the display aspect (the default).")
+@click.option(
+    "--on-decode-error",
+    type=click.Choice(["fail", "skip"]),
+    help="On corrupt data midway: fail (default, no output) or skip the damaged packets.",
+)
+@click.option(
+    "--deinterlace",
+    type=click.Choice(DEINTERLACE_MODES),
+    help="auto (default: detect, then field rate), field (50p from 25i), frame (25p from 25i), off.",
+)
+@click.option(
+    "--square-pixels",
+    "pixel_aspect",
+    flag_value="square",
+    default=None,
+    help="Anamorphic input: square pixels at the display aspect (the default).",
+)
 @click.option("--keep-sar", "pixel_aspect", flag_value="keep", help="Anamorphic input: keep its sample aspect ratio.")
 @click.option("--tonemap", type=click.Choice(["none", "sdr"]), help="HDR (PQ/HLG) to BT.709 SDR.")
-@click.option("--pq-working", type=click.Choice(["code", "display"]),
-              help="PQ sources: engines see PQ code values (default) or display-referred light.")
+@click.option(
+    "--pq-working",
+    type=click.Choice(["code", "display"]),
+    help="PQ sources: engines see PQ code values (default) or display-referred light.",
+)
 @click.option("--workers", type=int, help="Run segments on N workers of a local Ray cluster (vidup[scale]).")
 @click.option("--ray-address", help="Join this Ray cluster (auto, ray://host:10001): one worker per GPU.")
-@click.option("--fresh", is_flag=True, default=None,
-              help="Start afresh, discarding the job folder an interrupted run left (it resumes by default).")
+@click.option(
+    "--fresh",
+    is_flag=True,
+    default=None,
+    help="Start afresh, discarding the job folder an interrupted run left (it resumes by default).",
+)
 def upscale(input_path, output_path, **flags):
     """Upscale the clip IN into the new file OUT, copying every other stream."""
     config = build_config(**flags)
@@ -169,7 +240,8 @@ def upscale(input_path, output_path, **flags):
         resumed = f", {report.segments_resumed} resumed" if report.segments_resumed else ""
         click.echo(
             f"wrote {report.output}: {report.frames} frames at {report.size[0]}x{report.size[1]} in "
-            f"{report.segments} segment{'s' if report.segments != 1 else ''}{resumed}, {report.packets_copied} packets of other streams copied, "
+            f"{report.segments} segment{'s' if report.segments != 1 else ''}{resumed}, "
+            f"{report.packets_copied} packets of other streams copied, "
             f"{report.seconds:.1f} s ({report.fps:.2f} frames/s; plan {t.plan:.1f} s, assembly {t.assemble:.1f} s; "
             f"busy: decode {t.decode:.1f} s, motion {t.analysis:.1f} s, engine {t.engine:.1f} s, encode "
             f"{t.encode:.1f} s)",
@@ -181,41 +253,63 @@ def upscale(input_path, output_path, **flags):
 @click.argument("clip", type=click.Path(dir_okay=False))
 @click.option("--frame", type=int, help="Frame index to preview.")
 @click.option("--time", "seconds", type=float, help="Time in seconds to preview (instead of --frame).")
-@click.option("--context", type=int, default=0, show_default=True,
-              help="Run this many earlier frames first, so the temporal prior is the real one.")
+@click.option(
+    "--context",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Run this many earlier frames first, so the temporal prior is the real one.",
+)
 @click.option("--output", "-o", "output_path", required=True, type=click.Path(dir_okay=False), help="Sheet (.png).")
 @engine_options
 def preview(clip, frame, seconds, context, output_path, **flags):
     """Write a QA sheet for one frame: input, Lanczos, every engine stage, zoomed crops, timings."""
     config = build_config(**flags)
-    result = preview_frame(clip, config, frame=frame, seconds=seconds, context=context,
-                           engine_factory=_engine_factory())
+    result = preview_frame(
+        clip, config, frame=frame, seconds=seconds, context=context, engine_factory=_engine_factory()
+    )
     save_sheet(result.sheet, output_path)
     if not config.quiet:
         names = ", ".join(p.name for p in result.panels)
-        click.echo(f"wrote {output_path}: frame {result.frame_index} ({result.frames_decoded} frames decoded); "
-                   f"panels: {names}", err=True)
+        click.echo(
+            f"wrote {output_path}: frame {result.frame_index} ({result.frames_decoded} frames decoded); "
+            f"panels: {names}",
+            err=True,
+        )
 
 
 @main.command("filter")
-@click.option("--format", "stream_format", type=click.Choice(["y4m", "rawvideo"]), default="y4m", show_default=True,
-              help="Stream format on stdin and stdout.")
+@click.option(
+    "--format",
+    "stream_format",
+    type=click.Choice(["y4m", "rawvideo"]),
+    default="y4m",
+    show_default=True,
+    help="Stream format on stdin and stdout.",
+)
 @click.option("--input-size", help="rawvideo only: the input frame size, WxH (rgb24).")
 @click.option("--fps", type=str, help="rawvideo only: the frame rate (25, 30000/1001).")
 @engine_options
 def filter_(stream_format, input_size, fps, **flags):
     """Upscale frames from stdin to stdout (y4m or raw rgb24), for ffmpeg/vspipe pipelines."""
     config = build_config(**flags)
-    run_filter(sys.stdin.buffer, sys.stdout.buffer, config, stream_format, input_size, fps,
-               engine_factory=_engine_factory())
+    run_filter(
+        sys.stdin.buffer, sys.stdout.buffer, config, stream_format, input_size, fps, engine_factory=_engine_factory()
+    )
 
 
 @main.command("eval")
 @click.argument("output_path", metavar="OUT", type=click.Path(exists=True, dir_okay=False))
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False), help="Ground-truth HR clip.")
-@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), help="The LR clip OUT was made from.")
-@click.option("--per-frame", "per_frame", type=click.Path(exists=True, dir_okay=False),
-              help="The same clip upscaled without temporal coherence: detail is measured against it.")
+@click.option(
+    "--input", "input_path", type=click.Path(exists=True, dir_okay=False), help="The LR clip OUT was made from."
+)
+@click.option(
+    "--per-frame",
+    "per_frame",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The same clip upscaled without temporal coherence: detail is measured against it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def evaluate(output_path, reference, input_path, per_frame, as_json):
     """Measure OUT: PSNR/SSIM on Y and tOF against --reference; E_warp and flicker always; detail against
@@ -239,28 +333,46 @@ def evaluate(output_path, reference, input_path, per_frame, as_json):
 @click.option("--grad-accum", type=int, help="Batches accumulated per step (1).")
 @click.option("--resolution", type=int, help="Training resolution, a multiple of 16 (1024): area of the buckets.")
 @click.option("--seed", "train_seed", type=int, help="Seed (data order, noise, timesteps).")
-@click.option("--feed-forward/--attention-only", "feed_forward", default=None,
-              help="Also train the feed-forward layers (attention q/k/v/out on both streams always).")
+@click.option(
+    "--feed-forward/--attention-only",
+    "feed_forward",
+    default=None,
+    help="Also train the feed-forward layers (attention q/k/v/out on both streams always).",
+)
 @click.option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Compute precision.")
 @click.option("--resume", help="A checkpoint folder (OUT.train/checkpoints/step-N), or 'latest'.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar.")
 def train_lora_command(data, output_path, config_file, resume, **flags):
     """Train a FLUX LoRA on DATA (images with optional .txt captions, and/or clips) into OUT.safetensors."""
-    keys = {"flux_model": "flux.model", "controlnet": "flux.controlnet", "allow_download": "flux.allow_download",
-            "rank": "train.rank", "alpha": "train.alpha", "train_steps": "train.steps", "lr": "train.lr",
-            "batch": "train.batch", "grad_accum": "train.grad_accum", "resolution": "train.resolution",
-            "train_seed": "train.seed", "feed_forward": "train.feed_forward", "device": "device",
-            "precision": "precision", "quiet": "quiet"}
+    keys = {
+        "flux_model": "flux.model",
+        "controlnet": "flux.controlnet",
+        "allow_download": "flux.allow_download",
+        "rank": "train.rank",
+        "alpha": "train.alpha",
+        "train_steps": "train.steps",
+        "lr": "train.lr",
+        "batch": "train.batch",
+        "grad_accum": "train.grad_accum",
+        "resolution": "train.resolution",
+        "train_seed": "train.seed",
+        "feed_forward": "train.feed_forward",
+        "device": "device",
+        "precision": "precision",
+        "quiet": "quiet",
+    }
     overrides = {keys[name]: value for name, value in flags.items() if value is not None}
     config = load_config(config_file, overrides)
     from vidup.train.trainer import train_lora
 
     report = train_lora(data, output_path, config, resume=resume)
     if not config.quiet:
-        click.echo(f"wrote {report.output}: {report.steps} steps on {report.items} images ({report.held_out} held "
-                   f"out), final loss {report.losses[-1]:.4f}, optimizer {report.optimizer}, {report.seconds:.0f} s",
-                   err=True)
+        click.echo(
+            f"wrote {report.output}: {report.steps} steps on {report.items} images ({report.held_out} held "
+            f"out), final loss {report.losses[-1]:.4f}, optimizer {report.optimizer}, {report.seconds:.0f} s",
+            err=True,
+        )
 
 
 @main.command()

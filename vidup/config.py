@@ -29,9 +29,30 @@ CODECS = {
     "hevc_nvenc": ("yuv420p", True, True),
     "av1_nvenc": ("yuv420p", True, True),
 }
-NVENC_PRESETS = {"ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p3",
-                 "medium": "p4", "slow": "p5", "slower": "p6", "veryslow": "p7", "placebo": "p7"}
-X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+NVENC_PRESETS = {
+    "ultrafast": "p1",
+    "superfast": "p1",
+    "veryfast": "p2",
+    "faster": "p3",
+    "fast": "p3",
+    "medium": "p4",
+    "slow": "p5",
+    "slower": "p6",
+    "veryslow": "p7",
+    "placebo": "p7",
+}
+X26X_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 
 
 @dataclass
@@ -243,8 +264,16 @@ class TrainConfig:
 
 
 # Settings that change how a job runs, never what it writes: a resume may differ in these.
-RUN_ONLY_SETTINGS = {"quiet", "overwrite", "pipeline", "temporal.flow.workers", "job.workers", "job.ray_address",
-                     "job.fresh", "job.retries"}
+RUN_ONLY_SETTINGS = {
+    "quiet",
+    "overwrite",
+    "pipeline",
+    "temporal.flow.workers",
+    "job.workers",
+    "job.ray_address",
+    "job.fresh",
+    "job.retries",
+}
 # Settings an "auto" stands for until `vidup.engines.base.settle` resolves it on the machine that runs the engine.
 SETTLED_SETTINGS = ("device", "precision", "sr.batch", "temporal.backend")
 
@@ -283,6 +312,7 @@ class VidupConfig:
                     walk(value, f"{prefix}{f.name}.")
                 else:
                     flat[f"{prefix}{f.name}"] = list(value) if isinstance(value, (list, tuple)) else value
+
         walk(self, "")
         return flat
 
@@ -298,10 +328,12 @@ class VidupConfig:
             raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got '{self.precision}'")
         if self.on_decode_error not in ("fail", "skip"):
             raise ConfigError(f"on_decode_error must be 'fail' or 'skip', got '{self.on_decode_error}'")
-        for name, value, allowed in (("deinterlace", self.deinterlace, DEINTERLACE_MODES),
-                                     ("output.pixel_aspect", self.output.pixel_aspect, ("square", "keep")),
-                                     ("colour.tonemap", self.colour.tonemap, ("none", "sdr")),
-                                     ("colour.pq_working", self.colour.pq_working, ("code", "display"))):
+        for name, value, allowed in (
+            ("deinterlace", self.deinterlace, DEINTERLACE_MODES),
+            ("output.pixel_aspect", self.output.pixel_aspect, ("square", "keep")),
+            ("colour.tonemap", self.colour.tonemap, ("none", "sdr")),
+            ("colour.pq_working", self.colour.pq_working, ("code", "display")),
+        ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
         if not 1 <= self.colour.sdr_white_nits < self.colour.hdr_peak_nits <= 10000:
@@ -341,36 +373,54 @@ class VidupConfig:
     def _validate_train(self) -> None:
         t = self.train
         if t.resolution % 16 or t.resolution < 64:
-            raise ConfigError(f"--resolution must be a multiple of 16 (FLUX's latent patches), at least 64; got "
-                              f"{t.resolution}")
-        for name in ("rank", "steps", "batch", "grad_accum", "clip_frames", "frames_per_shot", "checkpoint_every",
-                     "validation_degrade"):
+            raise ConfigError(
+                f"--resolution must be a multiple of 16 (FLUX's latent patches), at least 64; got {t.resolution}"
+            )
+        for name in (
+            "rank",
+            "steps",
+            "batch",
+            "grad_accum",
+            "clip_frames",
+            "frames_per_shot",
+            "checkpoint_every",
+            "validation_degrade",
+        ):
             if getattr(t, name) < 1:
                 raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
         if t.alpha <= 0 or t.lr <= 0 or t.validate_every < 0 or t.validation_frames < 0 or t.timestep_std <= 0:
-            raise ConfigError("train.alpha, train.lr and train.timestep_std must be > 0; train.validate_every and "
-                              "train.validation_frames >= 0")
-        for name, value, allowed in (("optimizer", t.optimizer, ("auto", "adamw", "adamw8bit")),
-                                     ("small_images", t.small_images, ("upsample", "refuse"))):
+            raise ConfigError(
+                "train.alpha, train.lr and train.timestep_std must be > 0; train.validate_every and "
+                "train.validation_frames >= 0"
+            )
+        for name, value, allowed in (
+            ("optimizer", t.optimizer, ("auto", "adamw", "adamw8bit")),
+            ("small_images", t.small_images, ("upsample", "refuse")),
+        ):
             if value not in allowed:
                 raise ConfigError(f"train.{name} must be one of {', '.join(allowed)}, got '{value}'")
 
     def _validate_temporal(self) -> None:
         t = self.temporal
         flow, shots, history = t.flow, t.shots, t.history
-        checks = (("flow.preset", flow.preset, ("ultrafast", "fast", "medium")),
-                  ("history.mode", history.mode, ("rectified", "highpass")),
-                  ("flux_noise", t.flux_noise, NOISE_MODES),
-                  ("color_fix", t.color_fix, ("wavelet", "adain", "none")))
+        checks = (
+            ("flow.preset", flow.preset, ("ultrafast", "fast", "medium")),
+            ("history.mode", history.mode, ("rectified", "highpass")),
+            ("flux_noise", t.flux_noise, NOISE_MODES),
+            ("color_fix", t.color_fix, ("wavelet", "adain", "none")),
+        )
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ConfigError(f"temporal.{name} must be one of {', '.join(allowed)}, got '{value}'")
-        for name, value in (("history.strength", history.strength), ("flux_strength", t.flux_strength),
-                            ("flux_stage2_strength", t.flux_stage2_strength),
-                            ("flow.photometric_threshold", flow.photometric_threshold),
-                            ("shots.min_explained", shots.min_explained),
-                            ("flux_min_trusted", t.flux_min_trusted),
-                            ("flux_min_cell_trust", t.flux_min_cell_trust)):
+        for name, value in (
+            ("history.strength", history.strength),
+            ("flux_strength", t.flux_strength),
+            ("flux_stage2_strength", t.flux_stage2_strength),
+            ("flow.photometric_threshold", flow.photometric_threshold),
+            ("shots.min_explained", shots.min_explained),
+            ("flux_min_trusted", t.flux_min_trusted),
+            ("flux_min_cell_trust", t.flux_min_cell_trust),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"temporal.{name} must be between 0 and 1, got {value}")
         if flow.workers != "auto" and not (str(flow.workers).isdigit() and int(flow.workers) >= 1):
@@ -380,8 +430,9 @@ class VidupConfig:
         if flow.field_side < 0 or flow.consistency_share < 0 or flow.consistency_px2 < 0 or flow.feather < 0:
             raise ConfigError("temporal.flow.field_side, consistency_share, consistency_px2 and feather must be >= 0")
         if shots.threshold <= 0 or shots.adaptive_ratio < 1 or shots.window < 1 or shots.min_shot_frames < 1:
-            raise ConfigError("temporal.shots: threshold must be > 0, adaptive_ratio >= 1, window and "
-                              "min_shot_frames >= 1")
+            raise ConfigError(
+                "temporal.shots: threshold must be > 0, adaptive_ratio >= 1, window and min_shot_frames >= 1"
+            )
         if history.input_sigma <= 0 or history.sigma <= 0:
             raise ConfigError("temporal.history.input_sigma and sigma must be > 0")
         if history.radius < 0 or history.reactive < 0 or history.gain_max < 1 or history.sharpen < 0:
@@ -395,20 +446,29 @@ class VidupConfig:
 
     def _validate_flux(self) -> None:
         flux, temporal = self.flux, self.temporal
-        for name, value, low, high in (("strength", flux.strength, 0.0, 1.0),
-                                       ("stage2_strength", flux.stage2_strength, 0.0, 1.0),
-                                       ("conditioning_scale", flux.conditioning_scale, 0.0, 2.0),
-                                       ("guidance", flux.guidance, 0.0, 30.0),
-                                       ("cache_threshold", flux.cache_threshold, 0.0, 10.0)):
+        for name, value, low, high in (
+            ("strength", flux.strength, 0.0, 1.0),
+            ("stage2_strength", flux.stage2_strength, 0.0, 1.0),
+            ("conditioning_scale", flux.conditioning_scale, 0.0, 2.0),
+            ("guidance", flux.guidance, 0.0, 30.0),
+            ("cache_threshold", flux.cache_threshold, 0.0, 10.0),
+        ):
             if not low <= value <= high:
                 raise ConfigError(f"flux.{name} must be between {low} and {high}, got {value}")
-        for name, steps in (("steps", flux.steps), ("stage2_steps", flux.stage2_steps),
-                            ("turbo_steps", flux.turbo_steps)):
+        for name, steps in (
+            ("steps", flux.steps),
+            ("stage2_steps", flux.stage2_steps),
+            ("turbo_steps", flux.turbo_steps),
+        ):
             if not 1 <= steps <= 200:
                 raise ConfigError(f"flux.{name} must be between 1 and 200, got {steps}")
-        for name, value, allowed in (("offload", flux.offload, OFFLOAD_MODES), ("cache", flux.cache, CACHE_KINDS),
-                                     ("init", flux.init, FLUX_INITS), ("control_image", flux.control_image, CONTROL_IMAGES),
-                                     ("resolution_shift", flux.resolution_shift, RESOLUTION_SHIFTS)):
+        for name, value, allowed in (
+            ("offload", flux.offload, OFFLOAD_MODES),
+            ("cache", flux.cache, CACHE_KINDS),
+            ("init", flux.init, FLUX_INITS),
+            ("control_image", flux.control_image, CONTROL_IMAGES),
+            ("resolution_shift", flux.resolution_shift, RESOLUTION_SHIFTS),
+        ):
             if value not in allowed:
                 raise ConfigError(f"flux.{name} must be one of {', '.join(allowed)}, got '{value}'")
         if not 1 <= flux.max_sequence_length <= 512:
@@ -422,21 +482,31 @@ class VidupConfig:
         if flux.tile_size < 128 or flux.tile_size % 16:
             raise ConfigError(f"flux.tile_size must be a multiple of 16 and at least 128 px, got {flux.tile_size}")
         if not 0 <= flux.tile_overlap <= flux.tile_size // 2:
-            raise ConfigError(f"flux.tile_overlap must be between 0 and half the tile size ({flux.tile_size // 2} px), "
-                              f"got {flux.tile_overlap}")
+            raise ConfigError(
+                f"flux.tile_overlap must be between 0 and half the tile size ({flux.tile_size // 2} px), "
+                f"got {flux.tile_overlap}"
+            )
         # The pipelines' own rule (img2img runs steps - int(steps - steps * strength) steps): a setting that leaves
         # none would crash on an empty schedule after the weights load, so it is refused here.
-        runs = [("flux.steps x flux.strength", flux.steps, flux.strength),
-                ("flux.stage2_steps x flux.stage2_strength", flux.stage2_steps, flux.stage2_strength)]
+        runs = [
+            ("flux.steps x flux.strength", flux.steps, flux.strength),
+            ("flux.stage2_steps x flux.stage2_strength", flux.stage2_steps, flux.stage2_strength),
+        ]
         if temporal.enabled:
             propagated_steps = flux.turbo_steps if flux.turbo_lora else None
-            runs += [("flux.steps x temporal.flux_strength", propagated_steps or flux.steps, temporal.flux_strength),
-                     ("flux.stage2_steps x temporal.flux_stage2_strength", propagated_steps or flux.stage2_steps,
-                      temporal.flux_stage2_strength)]
+            runs += [
+                ("flux.steps x temporal.flux_strength", propagated_steps or flux.steps, temporal.flux_strength),
+                (
+                    "flux.stage2_steps x temporal.flux_stage2_strength",
+                    propagated_steps or flux.stage2_steps,
+                    temporal.flux_stage2_strength,
+                ),
+            ]
         for what, steps, strength in runs:
             if denoising_steps(steps, strength) < 1:
-                raise ConfigError(f"{what} leaves no denoising step ({steps} x {strength}); raise the strength or the "
-                                  "step count")
+                raise ConfigError(
+                    f"{what} leaves no denoising step ({steps} x {strength}); raise the strength or the step count"
+                )
         for spec in flux.loras + ([flux.turbo_lora] if flux.turbo_lora else []):
             parse_lora_spec(spec)
 

@@ -42,8 +42,9 @@ def choose_device(requested: str = "auto") -> torch.device:
     return device
 
 
-def choose_placement(device: str = "auto", precision: str = "auto", *, supports_bf16=True, supports_fp16=True,
-                     cpu_bf16: bool = True) -> Placement:
+def choose_placement(
+    device: str = "auto", precision: str = "auto", *, supports_bf16=True, supports_fp16=True, cpu_bf16: bool = True
+) -> Placement:
     """`precision="auto"`: bf16 on CUDA (fp16 without bf16), fp16 on MPS, and on CPU bf16 only where the CPU has
     native bf16 instructions and the caller allows it (`cpu_bf16`)."""
     if precision not in PRECISIONS:

@@ -35,9 +35,16 @@ def _parse_size(text: str | None) -> tuple[int, int]:
         raise ConfigError(f"--input-size must be WxH (like 640x360) for rawvideo input, got {text!r}") from None
 
 
-def run_filter(stdin: BinaryIO, stdout: BinaryIO, config: VidupConfig, stream_format: str = "y4m",
-               input_size: str | None = None, fps: str | None = None, upscaler: Upscaler | None = None,
-               engine_factory: Callable[[VidupConfig], Engine] | None = None) -> int:
+def run_filter(
+    stdin: BinaryIO,
+    stdout: BinaryIO,
+    config: VidupConfig,
+    stream_format: str = "y4m",
+    input_size: str | None = None,
+    fps: str | None = None,
+    upscaler: Upscaler | None = None,
+    engine_factory: Callable[[VidupConfig], Engine] | None = None,
+) -> int:
     """Returns the number of frames written; raises VidupError subclasses for bad streams and closed pipes."""
     if stream_format == "y4m":
         if input_size or fps:
@@ -57,12 +64,17 @@ def run_filter(stdin: BinaryIO, stdout: BinaryIO, config: VidupConfig, stream_fo
     out_w, out_h = description.size
     written = 0
     try:
-        writer = (Y4MWriter(stdout, out_w, out_h, fmt.rate, fmt.full_range, description.pix_fmt)
-                  if stream_format == "y4m" else RawWriter(stdout))
+        writer = (
+            Y4MWriter(stdout, out_w, out_h, fmt.rate, fmt.full_range, description.pix_fmt)
+            if stream_format == "y4m"
+            else RawWriter(stdout)
+        )
         with progress_bar(None, config.quiet, "filter") as bar:
             for rgb in frames:
                 if rgb.shape[:2] != (height, width):
-                    raise PipeFormatError(f"frame {written} is {rgb.shape[1]}x{rgb.shape[0]}, expected {width}x{height}")
+                    raise PipeFormatError(
+                        f"frame {written} is {rgb.shape[1]}x{rgb.shape[0]}, expected {width}x{height}"
+                    )
                 writer.write(upscaler.upscale_frame(rgb))
                 written += 1
                 bar.update(1)

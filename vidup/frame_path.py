@@ -31,8 +31,9 @@ def _timed(items: Iterable, times: StageTimes, field_name: str) -> Iterator:
 _DONE = object()
 
 
-def frame_path(frames: Iterable[Frame], upscaler: Upscaler, times: StageTimes, overlap: bool = True
-               ) -> Iterator[tuple[Frame, np.ndarray]]:
+def frame_path(
+    frames: Iterable[Frame], upscaler: Upscaler, times: StageTimes, overlap: bool = True
+) -> Iterator[tuple[Frame, np.ndarray]]:
     """(decoded frame, upscaled frame) pairs, in order. With `overlap`, decoding, motion analysis and the engine
     run in threads of their own while the caller encodes (`vidup.pipeline`); without it, one after another."""
 

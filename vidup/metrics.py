@@ -97,12 +97,17 @@ class TemporalReport:
     def table(self) -> str:
         rows = [("frames", f"{self.frames}"), ("pairs within shots", f"{self.pairs}"), ("cuts", f"{self.cuts}")]
         against = f" vs {self.detail_against}" if self.detail_against else ""
-        for name, value, fmt in (("PSNR-Y (dB)", self.psnr_y, "{:.2f}"), ("SSIM-Y", self.ssim_y, "{:.4f}"),
-                                 ("E_warp (x1e-3)", self.ewarp_x1e3, "{:.3f}"), ("tOF", self.tof, "{:.3f}"),
-                                 ("flicker", self.flicker, "{:.3f}"), (f"detail{against}", self.detail_ratio, "{:.3f}"),
-                                 ("detail, lowest in a shot", self.detail_min, "{:.3f}"),
-                                 ("detail decay (worst shot)", self.detail_decay, "{:.3f}"),
-                                 ("detail vs reference", self.detail_vs_truth, "{:.3f}")):
+        for name, value, fmt in (
+            ("PSNR-Y (dB)", self.psnr_y, "{:.2f}"),
+            ("SSIM-Y", self.ssim_y, "{:.4f}"),
+            ("E_warp (x1e-3)", self.ewarp_x1e3, "{:.3f}"),
+            ("tOF", self.tof, "{:.3f}"),
+            ("flicker", self.flicker, "{:.3f}"),
+            (f"detail{against}", self.detail_ratio, "{:.3f}"),
+            ("detail, lowest in a shot", self.detail_min, "{:.3f}"),
+            ("detail decay (worst shot)", self.detail_decay, "{:.3f}"),
+            ("detail vs reference", self.detail_vs_truth, "{:.3f}"),
+        ):
             rows.append((name, "-" if value is None else fmt.format(value)))
         width = max(len(r[0]) for r in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
@@ -132,13 +137,17 @@ def detail_per_shot(ratios: list[float], cuts: list[int]) -> tuple[float, float]
             continue
         minimum = min(minimum, min(shot))
         if len(shot) >= 9:
-            decay = min(decay, float(np.mean(shot[len(shot) - len(shot) // 3:]) / np.mean(shot[1:6])))
+            decay = min(decay, float(np.mean(shot[len(shot) - len(shot) // 3 :]) / np.mean(shot[1:6])))
     return minimum, (decay if decay != float("inf") else 1.0)
 
 
-def evaluate(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray] | None = None,
-             inputs: Iterable[np.ndarray] | None = None, flow_preset: str = "medium",
-             per_frame: Iterable[np.ndarray] | None = None) -> TemporalReport:
+def evaluate(
+    outputs: Iterable[np.ndarray],
+    references: Iterable[np.ndarray] | None = None,
+    inputs: Iterable[np.ndarray] | None = None,
+    flow_preset: str = "medium",
+    per_frame: Iterable[np.ndarray] | None = None,
+) -> TemporalReport:
     """Stream over the output frames (with the reference, input and per-frame output alongside) and compute every
     metric the given material allows. Motion comes from the reference if given, else from the input, else the
     output. Detail is measured against `per_frame` (the same engine without temporal coherence) if given, else
@@ -154,8 +163,11 @@ def evaluate(outputs: Iterable[np.ndarray], references: Iterable[np.ndarray] | N
         if out is None:
             break
         h, w = out.shape[:2]
-        basis = single if single is not None else (
-            cv2.resize(inp, (w, h), interpolation=cv2.INTER_CUBIC) if inp is not None else None)
+        basis = (
+            single
+            if single is not None
+            else (cv2.resize(inp, (w, h), interpolation=cv2.INTER_CUBIC) if inp is not None else None)
+        )
         energy = detail_energy(out)
         if basis is not None:
             report.detail_by_frame.append(energy / max(detail_energy(basis), 1e-6))
@@ -210,11 +222,20 @@ def video_frames(path: str | Path) -> Iterable[np.ndarray]:
     return (frame.rgb for frame in VideoReader(path).frames())
 
 
-def evaluate_video(output: str | Path, reference: str | Path | None = None, input: str | Path | None = None,
-                   flow_preset: str = "medium", per_frame: str | Path | None = None) -> TemporalReport:
-    return evaluate(video_frames(output), video_frames(reference) if reference else None,
-                    video_frames(input) if input else None, flow_preset,
-                    video_frames(per_frame) if per_frame else None)
+def evaluate_video(
+    output: str | Path,
+    reference: str | Path | None = None,
+    input: str | Path | None = None,
+    flow_preset: str = "medium",
+    per_frame: str | Path | None = None,
+) -> TemporalReport:
+    return evaluate(
+        video_frames(output),
+        video_frames(reference) if reference else None,
+        video_frames(input) if input else None,
+        flow_preset,
+        video_frames(per_frame) if per_frame else None,
+    )
 
 
 def report_json(report: TemporalReport) -> str:

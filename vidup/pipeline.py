@@ -71,8 +71,14 @@ def run_pipeline(source: Iterable, *stages: Callable[[Iterator], Iterator], dept
 
     threads = [threading.Thread(target=work, args=(lambda: iter(source), queues[0]), daemon=True, name="vidup-source")]
     for i, stage in enumerate(stages):
-        threads.append(threading.Thread(target=work, args=(lambda s=stage, q=queues[i]: s(drain(q)), queues[i + 1]),
-                                        daemon=True, name=f"vidup-stage-{i + 1}"))
+        threads.append(
+            threading.Thread(
+                target=work,
+                args=(lambda s=stage, q=queues[i]: s(drain(q)), queues[i + 1]),
+                daemon=True,
+                name=f"vidup-stage-{i + 1}",
+            )
+        )
     for thread in threads:
         thread.start()
     try:

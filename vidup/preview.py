@@ -50,9 +50,14 @@ def choose_crops(image: np.ndarray, count: int = 3, size: int = CROP) -> list[tu
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
     energy = np.abs(cv2.Laplacian(gray, cv2.CV_32F))
     h, w = gray.shape
-    cells = sorted(((float(energy[y : y + size, x : x + size].mean()), x, y)
-                    for y in range(0, max(1, h - size + 1), size // 2)
-                    for x in range(0, max(1, w - size + 1), size // 2)), reverse=True)
+    cells = sorted(
+        (
+            (float(energy[y : y + size, x : x + size].mean()), x, y)
+            for y in range(0, max(1, h - size + 1), size // 2)
+            for x in range(0, max(1, w - size + 1), size // 2)
+        ),
+        reverse=True,
+    )
     chosen: list[tuple[int, int]] = []
     for spacing in (max(size, max(h, w) // 3), size):
         for _, x, y in cells:
@@ -79,14 +84,18 @@ def render_sheet(panels: list[Panel], crops: list[tuple[int, int]], size: tuple[
     rows = []
     colours = [(255, 64, 64), (64, 255, 64), (64, 128, 255)]
     for panel in panels:
-        image = panel.image if panel.image.shape[1::-1] == (width, height) else \
-            cv2.resize(panel.image, (width, height), interpolation=cv2.INTER_AREA)
+        image = (
+            panel.image
+            if panel.image.shape[1::-1] == (width, height)
+            else cv2.resize(panel.image, (width, height), interpolation=cv2.INTER_AREA)
+        )
         row = np.full((row_h + 4, sheet_w, 3), 24, np.uint8)
         thumb = cv2.resize(image, (PANEL_WIDTH, thumb_h), interpolation=cv2.INTER_AREA)
         scale = PANEL_WIDTH / width
         for (x, y), colour in zip(crops, colours):
-            cv2.rectangle(thumb, (int(x * scale), int(y * scale)), (int((x + CROP) * scale), int((y + CROP) * scale)),
-                          colour, 1)
+            cv2.rectangle(
+                thumb, (int(x * scale), int(y * scale)), (int((x + CROP) * scale), int((y + CROP) * scale)), colour, 1
+            )
         _label(thumb, f"{panel.name}  {panel.seconds * 1000:.0f} ms")
         row[:thumb_h, :PANEL_WIDTH] = thumb
         for i, ((x, y), colour) in enumerate(zip(crops, colours)):
@@ -98,9 +107,15 @@ def render_sheet(panels: list[Panel], crops: list[tuple[int, int]], size: tuple[
     return np.vstack(rows)
 
 
-def preview_frame(clip: str | Path, config: VidupConfig, frame: int | None = None, seconds: float | None = None,
-                  context: int = 0, upscaler: Upscaler | None = None,
-                  engine_factory: Callable[[VidupConfig], Engine] | None = None) -> Preview:
+def preview_frame(
+    clip: str | Path,
+    config: VidupConfig,
+    frame: int | None = None,
+    seconds: float | None = None,
+    context: int = 0,
+    upscaler: Upscaler | None = None,
+    engine_factory: Callable[[VidupConfig], Engine] | None = None,
+) -> Preview:
     """Upscale one frame of `clip` (by index or time) and lay out its QA sheet. Seeks to the keyframe before the
     first frame needed and decodes nothing after the target."""
     if (frame is None) == (seconds is None):

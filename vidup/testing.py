@@ -70,11 +70,18 @@ class EngineFactory:
             engine = SREngine.from_config(config)
             engine.__class__ = FaultySR
         else:
-            engine = FaultySR(None, Resize(), "null (nearest x4)", choose_placement(config.device, "fp32"),
-                              tile=0, history=HistoryBlend.from_config(config.temporal),
-                              color_anchor=config.sr.color_anchor,
-                              color_anchor_sigma=config.sr.color_anchor_sigma, batch=config.sr.batch,
-                              backend=config.temporal.backend)
+            engine = FaultySR(
+                None,
+                Resize(),
+                "null (nearest x4)",
+                choose_placement(config.device, "fp32"),
+                tile=0,
+                history=HistoryBlend.from_config(config.temporal),
+                color_anchor=config.sr.color_anchor,
+                color_anchor_sigma=config.sr.color_anchor_sigma,
+                batch=config.sr.batch,
+                backend=config.temporal.backend,
+            )
             engine.name = "null"
         engine.oom_above, engine.oom_from = self.oom_above, self.oom_from
         engine.kill_after, engine.kill_signal, engine.marker = self.kill_after, self.kill_signal, self.marker

@@ -29,9 +29,13 @@ class Upscaler:
     yields upscaled arrays of the same dtype. With a `description`, every frame goes to its size and colour path;
     without one, the size follows the config for each input size."""
 
-    def __init__(self, config: VidupConfig, engine: Engine | None = None,
-                 description: OutputDescription | None = None,
-                 engine_factory: Callable[[VidupConfig], Engine] | None = None):
+    def __init__(
+        self,
+        config: VidupConfig,
+        engine: Engine | None = None,
+        description: OutputDescription | None = None,
+        engine_factory: Callable[[VidupConfig], Engine] | None = None,
+    ):
         self.config = settle(config.validate())  # every "auto" resolved once, on the machine that runs the engine
         self.description = description
         self.engine = engine or (engine_factory or load_engine)(self.config)
@@ -82,8 +86,10 @@ class Upscaler:
     def _check_flow_size(self, rgb: np.ndarray) -> None:
         if self.temporal is not None and min(rgb.shape[:2]) < MIN_FLOW_SIDE:
             self.temporal = None
-            self.notes.append(f"frames of {rgb.shape[1]}x{rgb.shape[0]} are too small for optical flow "
-                              f"(under {MIN_FLOW_SIDE} px): temporal coherence is off")
+            self.notes.append(
+                f"frames of {rgb.shape[1]}x{rgb.shape[0]} are too small for optical flow "
+                f"(under {MIN_FLOW_SIDE} px): temporal coherence is off"
+            )
 
     def analyse(self, rgb: np.ndarray) -> Motion | None:
         """The input-only half of temporal coherence (cuts, flow). Can run ahead, in another thread."""

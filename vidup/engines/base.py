@@ -68,8 +68,13 @@ def settle(config: VidupConfig) -> VidupConfig:
     on_device = placement.device.type != "cpu"
     batch = config.sr.batch if config.sr.batch != "auto" else str(SR_AUTO_BATCH_GPU if on_device else 1)
     backend = config.temporal.backend if config.temporal.backend != "auto" else ("torch" if on_device else "cv2")
-    return replace(config, device=str(placement.device), precision=PRECISION_NAMES[placement.dtype],
-                   sr=replace(config.sr, batch=batch), temporal=replace(config.temporal, backend=backend))
+    return replace(
+        config,
+        device=str(placement.device),
+        precision=PRECISION_NAMES[placement.dtype],
+        sr=replace(config.sr, batch=batch),
+        temporal=replace(config.temporal, backend=backend),
+    )
 
 
 def settled_values(config: VidupConfig) -> dict[str, str]:

@@ -53,10 +53,20 @@ class SRCarry:
 class SREngine:
     name = "sr"
 
-    def __init__(self, arch: Architecture, model: nn.Module, model_name: str, placement: Placement,
-                 tile: int = 384, tile_pad: int = 16,
-                 color_anchor: bool = True, color_anchor_sigma: float = 1.0, batch: int | str = 1,
-                 backend: str = "auto", history: HistoryBlend | None = None):
+    def __init__(
+        self,
+        arch: Architecture,
+        model: nn.Module,
+        model_name: str,
+        placement: Placement,
+        tile: int = 384,
+        tile_pad: int = 16,
+        color_anchor: bool = True,
+        color_anchor_sigma: float = 1.0,
+        batch: int | str = 1,
+        backend: str = "auto",
+        history: HistoryBlend | None = None,
+    ):
         self.arch = arch
         self.model_name = model_name
         self.placement = placement
@@ -77,12 +87,22 @@ class SREngine:
     @classmethod
     def from_config(cls, config: "VidupConfig") -> "SREngine":
         arch, model, name = load_sr_model(config.sr.model)
-        placement = choose_placement(config.device, config.precision,
-                                     supports_bf16=arch.supports_bf16, supports_fp16=arch.supports_fp16)
-        return cls(arch, model, name, placement, tile=config.sr.tile, tile_pad=config.sr.tile_pad,
-                   color_anchor=config.sr.color_anchor, color_anchor_sigma=config.sr.color_anchor_sigma,
-                   batch=config.sr.batch, backend=config.temporal.backend,
-                   history=HistoryBlend.from_config(config.temporal))
+        placement = choose_placement(
+            config.device, config.precision, supports_bf16=arch.supports_bf16, supports_fp16=arch.supports_fp16
+        )
+        return cls(
+            arch,
+            model,
+            name,
+            placement,
+            tile=config.sr.tile,
+            tile_pad=config.sr.tile_pad,
+            color_anchor=config.sr.color_anchor,
+            color_anchor_sigma=config.sr.color_anchor_sigma,
+            batch=config.sr.batch,
+            backend=config.temporal.backend,
+            history=HistoryBlend.from_config(config.temporal),
+        )
 
     # --- the network ------------------------------------------------------------------------------------------
 
@@ -110,7 +130,8 @@ class SREngine:
                 py0, py1, px0, px1 = max(0, y0 - pad), min(h, y1 + pad), max(0, x0 - pad), min(w, x1 + pad)
                 out = self._forward(x[:, :, py0:py1, px0:px1])
                 y[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = out[
-                    :, :, (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s]
+                    :, :, (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s
+                ]
         return y
 
     @torch.inference_mode()
@@ -173,8 +194,13 @@ class SREngine:
         done = iter(self.network(todo)) if todo else iter(())
         return [None if self.passes_through(f, size) else next(done) for f in frames]
 
-    def upscale(self, frame: np.ndarray, size: tuple[int, int], prior: "TemporalPrior | None" = None,
-                network: torch.Tensor | None = None) -> EngineOutput:
+    def upscale(
+        self,
+        frame: np.ndarray,
+        size: tuple[int, int],
+        prior: "TemporalPrior | None" = None,
+        network: torch.Tensor | None = None,
+    ) -> EngineOutput:
         """`network`: this frame's share of `network_batch`, when the run was batched."""
         started = time.perf_counter()
         if self.passes_through(frame, size):
@@ -190,8 +216,10 @@ class SREngine:
         sr = self._to_host(sr, frame.dtype)
         out = resize_rgb(sr, *size)
         resized = time.perf_counter()
-        stages = [StageOutput(f"{self.model_name} x{self.scale}", sr, network_done - started),
-                  StageOutput("resized to target", out, resized - network_done)]
+        stages = [
+            StageOutput(f"{self.model_name} x{self.scale}", sr, network_done - started),
+            StageOutput("resized to target", out, resized - network_done),
+        ]
         if self.color_anchor:
             # Colour and shading below the anchor scale come from the input itself, detail from the network.
             out = anchor_to_input(out, frame, self.color_anchor_sigma)
@@ -221,14 +249,21 @@ class SREngine:
         if prior is not None and self.history.active:
             previous = prior.carry.device_output if isinstance(prior.carry, SRCarry) else None
             if previous is None or previous.shape[-2:] != out.shape[-2:]:
-                previous = torch.from_numpy(np.ascontiguousarray(prior.previous_output)).to(device) \
-                    .permute(2, 0, 1)[None].float() / top
+                previous = (
+                    torch.from_numpy(np.ascontiguousarray(prior.previous_output))
+                    .to(device)
+                    .permute(2, 0, 1)[None]
+                    .float()
+                    / top
+                )
             flow = torch_ops.upsample_flow(prior.flows.cur_to_prev, size[0], size[1], device)
             confidence = torch.from_numpy(prior.flows.confidence).to(device)[None, None]
             scale = size[0] / frame.shape[1]
             out = quantise(self.history.apply_tensors(out, previous, flow, confidence, top, scale))
             stages.append(("temporal blend", out[0], time.perf_counter() - mark))
         dtype = frame.dtype
-        return EngineOutput(self._to_host(out[0], dtype), SRCarry(out),  # the frame stays on the device
-                            lambda: [StageOutput(name, self._to_host(image, dtype), seconds)
-                                     for name, image, seconds in stages])
+        return EngineOutput(
+            self._to_host(out[0], dtype),
+            SRCarry(out),  # the frame stays on the device
+            lambda: [StageOutput(name, self._to_host(image, dtype), seconds) for name, image, seconds in stages],
+        )

@@ -74,7 +74,9 @@ class SPAN(nn.Module):
         self.block_4, self.block_5, self.block_6 = SPAB(channels), SPAB(channels), SPAB(channels)
         self.conv_cat = nn.Conv2d(channels * 4, channels, 1)
         self.conv_2 = Conv3XC(channels, channels)
-        self.upsampler = nn.Sequential(nn.Conv2d(channels, out_ch * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self.upsampler = nn.Sequential(
+            nn.Conv2d(channels, out_ch * scale * scale, 3, padding=1), nn.PixelShuffle(scale)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feature = self.conv_1((x - self.mean.to(x.dtype)) * 255.0)
@@ -167,8 +169,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     ),
     "rrdbnet": Architecture(
         name="rrdbnet",
-        detect=lambda sd: "conv_first.weight" in sd and "body.0.rdb1.conv1.weight" in sd
-        or "params_ema" in sd,
+        detect=lambda sd: "conv_first.weight" in sd and "body.0.rdb1.conv1.weight" in sd or "params_ema" in sd,
         from_state_dict=_rrdbnet_from_state_dict,
         from_ncnn=_rrdbnet_from_ncnn,
         size_multiple=1,
@@ -190,7 +191,9 @@ def detect_architecture(sd: StateDict) -> Architecture:
 def conv_call_order(model: nn.Module) -> list[nn.Conv2d]:
     """The model's Conv2d modules in the order a forward pass calls them."""
     called: list[nn.Conv2d] = []
-    hooks = [m.register_forward_hook(lambda mod, *_: called.append(mod)) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [
+        m.register_forward_hook(lambda mod, *_: called.append(mod)) for m in model.modules() if isinstance(m, nn.Conv2d)
+    ]
     try:
         with torch.no_grad():
             model(torch.zeros(1, 3, 8, 8))

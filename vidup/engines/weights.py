@@ -121,4 +121,3 @@ def load_sr_model(name_or_path: str) -> tuple[Architecture, nn.Module, str]:
         return arch, load_ncnn_into(arch, layers), path.stem
     arch, module = load_state_dict_into(read_state_dict(path))
     return arch, module, path.stem
-

@@ -31,8 +31,10 @@ def assemble(folder: Path, plan: Plan, writer: VideoWriter) -> None:
     for segment in plan.segments:
         file = SegmentFile.open(folder / segment.name)
         if file.extradata != writer.extradata:
-            raise JobError(f"segment {segment.index} was encoded with other encoder settings than this output's; "
-                           "rerun with --fresh")
+            raise JobError(
+                f"segment {segment.index} was encoded with other encoder settings than this output's; "
+                "rerun with --fresh"
+            )
         for packet in file.read():
             last_dts = join_dts(packet, last_dts)
             writer.write_encoded(packet.to_av(file.time_base))

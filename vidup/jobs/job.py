@@ -67,8 +67,10 @@ def _one_settlement(manifest: Manifest, folder: JobFolder) -> dict:
     kinds = {tuple(sorted(entry.get("settled", {}).items())) for entry in manifest.done.values()}
     if len(kinds) > 1:
         shown = "; ".join(", ".join(f"{k}={v}" for k, v in kind) for kind in sorted(kinds))
-        raise JobError(f"the segments in {folder.path} were computed with different settings ({shown}): set "
-                       "--device and --precision explicitly, then rerun with --fresh")
+        raise JobError(
+            f"the segments in {folder.path} were computed with different settings ({shown}): set "
+            "--device and --precision explicitly, then rerun with --fresh"
+        )
     return dict(next(iter(kinds), ()))
 
 
@@ -83,8 +85,13 @@ def _window(plan: Plan, info, start: Position | None, end: Position | None, rate
     return first, last
 
 
-def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig, engine: Engine | None = None,
-            engine_factory: Callable[[VidupConfig], Engine] | None = None):
+def run_job(
+    input_path: str | Path,
+    output_path: str | Path,
+    config: VidupConfig,
+    engine: Engine | None = None,
+    engine_factory: Callable[[VidupConfig], Engine] | None = None,
+):
     # 1. Checks, before any decoding or model loading. Every "auto" is settled here, on this machine, except on a
     #    Ray cluster elsewhere, whose workers settle it on theirs (each segment records what it ran with).
     config = config.validate()
@@ -96,8 +103,9 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
     check_scale_out(config)
     info = probe(input_path)
     if info.truncated and config.on_decode_error != "skip":
-        raise TruncatedInputError(f"{input_path}: truncated: {info.truncated}. Pass --on-decode-error skip to "
-                                  "upscale what is there")
+        raise TruncatedInputError(
+            f"{input_path}: truncated: {info.truncated}. Pass --on-decode-error skip to upscale what is there"
+        )
     description = describe_clip(info, config, config.output.codec)
     start, end = Position.parse(config.start), Position.parse(config.end)
     rate = float(description.frame_rate or 25)
@@ -117,8 +125,9 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
         plan = make_plan(info, description, config, start, end)
         times.plan = plan.seconds
         if plan.frames == 0:
-            raise ConfigError(f"the selected range of {input_path} holds no frames (start={config.start}, "
-                              f"end={config.end})")
+            raise ConfigError(
+                f"the selected range of {input_path} holds no frames (start={config.start}, end={config.end})"
+            )
         folder.create()
         manifest = Manifest(input_print, output_settings(config), __version__, plan)
         folder.save(manifest)
@@ -144,8 +153,12 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
         bar.update(done_frames)
 
         def finished(result: SegmentResult) -> None:
-            manifest.done[result.segment.index] = {"file": result.file.path.name, "frames": result.file.frames,
-                                                   "sha256": result.file.sha256, "settled": result.settled}
+            manifest.done[result.segment.index] = {
+                "file": result.file.path.name,
+                "frames": result.file.frames,
+                "sha256": result.file.sha256,
+                "settled": result.settled,
+            }
             folder.save(manifest)
             results.append(result)
             warnings.extend(result.warnings)
@@ -158,8 +171,10 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
                 for segment in todo:
                     finished(worker.run(spec, segment, folder.path, on_frame=lambda: bar.update(1)))
         except (OutputWriteError, EngineMemoryError) as exc:
-            raise type(exc)(f"{exc}; {len(manifest.done)} of {len(plan.segments)} segments are done and kept in "
-                            f"{folder.path}: rerun the same command to resume") from None
+            raise type(exc)(
+                f"{exc}; {len(manifest.done)} of {len(plan.segments)} segments are done and kept in "
+                f"{folder.path}: rerun the same command to resume"
+            ) from None
     for result in results:
         for name in ("decode", "analysis", "engine", "encode"):
             setattr(times, name, getattr(times, name) + getattr(result.times, name))
@@ -167,9 +182,16 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
 
     # 4. Assembly: the segments' packets in order, the other streams copied once.
     t0 = time.perf_counter()
-    writer = VideoWriter(output_path, description, config.output, source=info, window=window,
-                         overwrite=config.overwrite, repairs=repairs,
-                         timecode_offset=0.0 if start is None else start.seconds_at(rate))
+    writer = VideoWriter(
+        output_path,
+        description,
+        config.output,
+        source=info,
+        window=window,
+        overwrite=config.overwrite,
+        repairs=repairs,
+        timecode_offset=0.0 if start is None else start.seconds_at(rate),
+    )
     with writer:
         assemble(folder.path, plan, writer)
     times.assemble = time.perf_counter() - t0
@@ -177,8 +199,20 @@ def run_job(input_path: str | Path, output_path: str | Path, config: VidupConfig
     # 5. Done: the job folder goes.
     folder.remove()
     run_notes = dict.fromkeys((*description.notes, *notes, *writer.notes, *(n for r in results for n in r.notes)))
-    return RunReport(output=output_path, frames=plan.frames, seconds=time.perf_counter() - started,
-                     size=description.size, packets_copied=writer.packets_copied, times=times, repairs=repairs,
-                     notes=tuple(run_notes), description=description, warnings=tuple(dict.fromkeys(warnings)),
-                     segments=len(plan.segments), segments_run=len(results), segments_resumed=resumed,
-                     ray_startup=ray_startup, settled=settled)
+    return RunReport(
+        output=output_path,
+        frames=plan.frames,
+        seconds=time.perf_counter() - started,
+        size=description.size,
+        packets_copied=writer.packets_copied,
+        times=times,
+        repairs=repairs,
+        notes=tuple(run_notes),
+        description=description,
+        warnings=tuple(dict.fromkeys(warnings)),
+        segments=len(plan.segments),
+        segments_run=len(results),
+        segments_resumed=resumed,
+        ray_startup=ray_startup,
+        settled=settled,
+    )

@@ -49,8 +49,9 @@ def output_settings(config: VidupConfig) -> dict:
     unused = {"train."} | ({"flux."} if config.engine != "flux" else set())
     if config.engine == "flux" and config.flux.init != "sr":
         unused.add("sr.")
-    settings = {k: v for k, v in config.settings().items()
-                if k not in RUN_ONLY_SETTINGS and not k.startswith(tuple(unused))}
+    settings = {
+        k: v for k, v in config.settings().items() if k not in RUN_ONLY_SETTINGS and not k.startswith(tuple(unused))
+    }
     settings["device"] = str(settings["device"]).split(":")[0]  # cuda:0 and cuda:1 compute alike
     return settings
 
@@ -64,13 +65,24 @@ class Manifest:
     done: dict[int, dict] = field(default_factory=dict)  # segment index -> {"file", "sha256", "frames"}
 
     def to_json(self) -> dict:
-        return {"format": FORMAT, "version": self.version, "input": self.input, "settings": self.settings,
-                "plan": self.plan.to_json(), "done": {str(k): v for k, v in sorted(self.done.items())}}
+        return {
+            "format": FORMAT,
+            "version": self.version,
+            "input": self.input,
+            "settings": self.settings,
+            "plan": self.plan.to_json(),
+            "done": {str(k): v for k, v in sorted(self.done.items())},
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> "Manifest":
-        return cls(data["input"], data["settings"], data["version"], Plan.from_json(data["plan"]),
-                   {int(k): v for k, v in data["done"].items()})
+        return cls(
+            data["input"],
+            data["settings"],
+            data["version"],
+            Plan.from_json(data["plan"]),
+            {int(k): v for k, v in data["done"].items()},
+        )
 
 
 def why_not_resumable(old: Manifest, input_print: dict, settings: dict) -> str | None:

@@ -58,8 +58,15 @@ class Plan:
         return cls(**dict(data, cuts=tuple(data["cuts"]), segments=segments))
 
 
-def split_shots(frames: int, cuts: list[int], segment_frames: int, warmup_frames: int,
-                times: list[float | None], pts: list[int | None], seekable: bool) -> tuple[Segment, ...]:
+def split_shots(
+    frames: int,
+    cuts: list[int],
+    segment_frames: int,
+    warmup_frames: int,
+    times: list[float | None],
+    pts: list[int | None],
+    seekable: bool,
+) -> tuple[Segment, ...]:
     """Segments from the shot starts `cuts` (sorted, 0 first). `times`/`pts`: of every frame. A clip that cannot
     be seeked frame-accurately (frames without timestamps, repaired damage) stays one segment."""
     if frames == 0:
@@ -98,8 +105,9 @@ def split_shots(frames: int, cuts: list[int], segment_frames: int, warmup_frames
     return tuple(segments)
 
 
-def make_plan(info: VideoInfo, description: OutputDescription, config: VidupConfig, start: Position | None,
-              end: Position | None) -> Plan:
+def make_plan(
+    info: VideoInfo, description: OutputDescription, config: VidupConfig, start: Position | None, end: Position | None
+) -> Plan:
     """The pre-pass: decode the window, find the cuts, split into segments. The frames go through the same
     `MotionAnalyser` the streaming path uses, at the same resolution (it scales them to temporal.flow.max_side
     itself), so a preview or a filter run decides every cut, borderline ones included, as the job does."""
@@ -113,13 +121,21 @@ def make_plan(info: VideoInfo, description: OutputDescription, config: VidupConf
         times.append(None if frame.time is None else frame.time - info.start_time)
         pts.append(frame.pts)
     repairs = reader.repairs
-    damaged = any(getattr(repairs, name) for name in ("damaged_packets", "read_errors", "lost_frames",
-                                                      "repaired_timestamps"))
+    damaged = any(
+        getattr(repairs, name) for name in ("damaged_packets", "read_errors", "lost_frames", "repaired_timestamps")
+    )
     seekable = not damaged and all(p is not None for p in pts)
     job = config.job
     segments = split_shots(len(times), cuts, job.segment_frames, job.warmup_frames, times, pts, seekable)
-    return Plan(frames=len(times), cuts=tuple(cuts), segments=segments, first_time=reader.first_time,
-                last_time=reader.last_time, repairs=asdict(repairs), seconds=time.perf_counter() - started)
+    return Plan(
+        frames=len(times),
+        cuts=tuple(cuts),
+        segments=segments,
+        first_time=reader.first_time,
+        last_time=reader.last_time,
+        repairs=asdict(repairs),
+        seconds=time.perf_counter() - started,
+    )
 
 
 def repairs_from(plan: Plan) -> Repairs:

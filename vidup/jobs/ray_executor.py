@@ -25,8 +25,9 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise ConfigError("--workers and --ray-address run on Ray, which is not installed: "
-                          "pip install 'vidup[scale]'") from None
+        raise ConfigError(
+            "--workers and --ray-address run on Ray, which is not installed: pip install 'vidup[scale]'"
+        ) from None
     return ray
 
 
@@ -86,9 +87,15 @@ def _cluster(ray, workers: int, address: str | None) -> tuple[bool, dict]:
     return started, {"num_cpus": max(1, int(resources.get("CPU", 1)) // workers)}
 
 
-def run_on_ray(job: JobSpec, todo: list[Segment], folder: Path, engine_factory,
-               on_frames: Callable[[int], None], on_finished: Callable[[SegmentResult], None],
-               ship_input: bool | None = None) -> float:
+def run_on_ray(
+    job: JobSpec,
+    todo: list[Segment],
+    folder: Path,
+    engine_factory,
+    on_frames: Callable[[int], None],
+    on_finished: Callable[[SegmentResult], None],
+    ship_input: bool | None = None,
+) -> float:
     """Run `todo` on Ray, storing each finished segment in `folder` and handing it to `on_finished` (in this
     process). Returns the seconds spent starting or joining the cluster until every actor has its model loaded."""
     ray = import_ray()
@@ -134,8 +141,10 @@ def run_on_ray(job: JobSpec, todo: list[Segment], folder: Path, engine_factory,
                 except ray.exceptions.RayActorError:
                     attempts[segment.index] += 1
                     if attempts[segment.index] > config.job.retries:
-                        raise JobError(f"segment {segment.index} lost its Ray worker {attempts[segment.index]} "
-                                       "times; finished segments are kept: rerun to resume") from None
+                        raise JobError(
+                            f"segment {segment.index} lost its Ray worker {attempts[segment.index]} "
+                            "times; finished segments are kept: rerun to resume"
+                        ) from None
                     on_frames(-counted[segment.index])
                     counted[segment.index] = 0
                     pending.insert(0, segment)

@@ -68,8 +68,13 @@ class SegmentFile:
                     return
                 payload = f.read(length)
                 pts, dts, duration, key = _PACKET.unpack_from(payload)
-                yield EncodedPacket(payload[_PACKET.size:], None if pts == _NONE else pts,
-                                    None if dts == _NONE else dts, duration, bool(key))
+                yield EncodedPacket(
+                    payload[_PACKET.size :],
+                    None if pts == _NONE else pts,
+                    None if dts == _NONE else dts,
+                    duration,
+                    bool(key),
+                )
 
     @classmethod
     def open(cls, path: Path) -> "SegmentFile":
@@ -84,8 +89,13 @@ class SegmentFile:
                 trailer = json.loads(f.read(length))
         except (OSError, ValueError, struct.error) as exc:
             raise JobError(f"{path} is not a complete segment file ({exc})") from None
-        return cls(path, Fraction(trailer["time_base"]), bytes.fromhex(trailer["extradata"]) if trailer["extradata"]
-                   else None, trailer["frames"], trailer["packets"])
+        return cls(
+            path,
+            Fraction(trailer["time_base"]),
+            bytes.fromhex(trailer["extradata"]) if trailer["extradata"] else None,
+            trailer["frames"],
+            trailer["packets"],
+        )
 
 
 def write_atomically(path: Path, data: bytes, what: str) -> None:
@@ -116,8 +126,15 @@ class SegmentEncoder:
     H.264 for MP4 carries its headers globally) into `path`, via a hidden temporary file renamed into place when
     the segment is complete. Frames keep their source pts, moved by `shift` seconds as the whole file's are."""
 
-    def __init__(self, path: Path, description: OutputDescription, output: OutputConfig, suffix: str, shift: float,
-                 first_index: int):
+    def __init__(
+        self,
+        path: Path,
+        description: OutputDescription,
+        output: OutputConfig,
+        suffix: str,
+        shift: float,
+        first_index: int,
+    ):
         self.path = path
         self.description = description
         self.shift = shift
@@ -149,9 +166,12 @@ class SegmentEncoder:
 
     def _store(self, packets) -> None:
         for packet in packets:
-            header = _PACKET.pack(_NONE if packet.pts is None else packet.pts,
-                                  _NONE if packet.dts is None else packet.dts,
-                                  packet.duration or 0, int(packet.is_keyframe))
+            header = _PACKET.pack(
+                _NONE if packet.pts is None else packet.pts,
+                _NONE if packet.dts is None else packet.dts,
+                packet.duration or 0,
+                int(packet.is_keyframe),
+            )
             data = bytes(packet)
             self._write(_RECORD.pack(b"P", len(header) + len(data)) + header + data)
             self.packets += 1
@@ -168,8 +188,14 @@ class SegmentEncoder:
         try:
             self._store(self._stream.encode(None))
             cc = self._stream.codec_context
-            trailer = json.dumps({"time_base": str(cc.time_base), "frames": self.frames, "packets": self.packets,
-                                  "extradata": (cc.extradata or b"").hex()}).encode()
+            trailer = json.dumps(
+                {
+                    "time_base": str(cc.time_base),
+                    "frames": self.frames,
+                    "packets": self.packets,
+                    "extradata": (cc.extradata or b"").hex(),
+                }
+            ).encode()
             self._write(_RECORD.pack(b"T", len(trailer)) + trailer + struct.pack(">Q", len(trailer)))
             try:
                 self._file.flush()
@@ -182,8 +208,9 @@ class SegmentEncoder:
             self.abort()
             raise
         self._container.close()
-        return SegmentFile(self.path, Fraction(cc.time_base), cc.extradata or None, self.frames, self.packets,
-                           self._digest.hexdigest())
+        return SegmentFile(
+            self.path, Fraction(cc.time_base), cc.extradata or None, self.frames, self.packets, self._digest.hexdigest()
+        )
 
     def abort(self) -> None:
         for resource in (self._file, self._container):
@@ -192,7 +219,6 @@ class SegmentEncoder:
             except Exception:
                 pass
         self._tmp.unlink(missing_ok=True)
-
 
 
 def store_segment(path: Path, data: bytes) -> SegmentFile:

@@ -22,6 +22,7 @@ from vidup.upscaler import Upscaler
 from vidup.video.describe import OutputDescription
 from vidup.video.reader import Position, VideoInfo, VideoReader
 
+
 @dataclass
 class JobSpec:
     """What every segment of a job shares, decided once by the job."""
@@ -45,27 +46,39 @@ class SegmentResult:
 
 
 class SegmentWorker:
-    def __init__(self, config: VidupConfig, engine: Engine | None = None,
-                 engine_factory: Callable[[VidupConfig], Engine] | None = None):
+    def __init__(
+        self,
+        config: VidupConfig,
+        engine: Engine | None = None,
+        engine_factory: Callable[[VidupConfig], Engine] | None = None,
+    ):
         self.config = config
         self.engine = engine if engine is not None else (engine_factory or load_engine)(config)
         self._footprint = self.engine.footprint() if isinstance(self.engine, Shrinkable) else None
         self.segments_run = 0
 
-    def run(self, job: JobSpec, segment: Segment, folder: Path, input_path: Path | None = None,
-            on_frame: Callable[[], None] | None = None) -> SegmentResult:
+    def run(
+        self,
+        job: JobSpec,
+        segment: Segment,
+        folder: Path,
+        input_path: Path | None = None,
+        on_frame: Callable[[], None] | None = None,
+    ) -> SegmentResult:
         """Encode `segment` into `folder / segment.name`. `input_path`: where this worker finds the input (a copy
         on another machine), if not at `job.input`."""
         if self._footprint is not None:
             self.engine.set_footprint(self._footprint)
         upscaler = Upscaler(job.config, self.engine, job.description)
         upscaler.follow_plan(segment.cuts)
-        reader = VideoReader(input_path or job.input, job.info, on_decode_error=job.config.on_decode_error,
-                             description=job.description)
+        reader = VideoReader(
+            input_path or job.input, job.info, on_decode_error=job.config.on_decode_error, description=job.description
+        )
         start = Position(seconds=segment.read_from) if segment.read_from else None
         times = StageTimes()
-        encoder = SegmentEncoder(folder / segment.name, job.description, job.config.output, job.suffix, job.shift,
-                                 segment.first)
+        encoder = SegmentEncoder(
+            folder / segment.name, job.description, job.config.output, job.suffix, job.shift, segment.first
+        )
         try:
             # Closed only once the pipeline is done with it: on an error or an interrupt its decode thread may
             # still be inside the generator, and the pipeline stops that thread itself.
@@ -73,8 +86,10 @@ class SegmentWorker:
             outputs = frame_path(islice(frames, segment.frames_run), upscaler, times, job.config.pipeline)
             for ran, (frame, out) in enumerate(outputs):
                 if ran == 0 and frame.pts != segment.first_pts:
-                    raise JobError(f"{job.input}: seeking to segment {segment.index} landed on pts {frame.pts}, "
-                                   f"not {segment.first_pts}; rerun with --fresh")
+                    raise JobError(
+                        f"{job.input}: seeking to segment {segment.index} landed on pts {frame.pts}, "
+                        f"not {segment.first_pts}; rerun with --fresh"
+                    )
                 if ran < segment.warmup:
                     continue
                 t0 = time.perf_counter()
@@ -84,12 +99,15 @@ class SegmentWorker:
                     on_frame()
             frames.close()
             if encoder.frames != segment.count:
-                raise JobError(f"{job.input}: segment {segment.index} holds {encoder.frames} frames, the plan says "
-                               f"{segment.count}; the file changed or decodes differently: rerun with --fresh")
+                raise JobError(
+                    f"{job.input}: segment {segment.index} holds {encoder.frames} frames, the plan says "
+                    f"{segment.count}; the file changed or decodes differently: rerun with --fresh"
+                )
             file = encoder.finish()
         except BaseException:
             encoder.abort()
             raise
         self.segments_run += 1
-        return SegmentResult(segment, file, tuple(upscaler.warnings), tuple(upscaler.notes), times,
-                             settled_values(upscaler.config))
+        return SegmentResult(
+            segment, file, tuple(upscaler.warnings), tuple(upscaler.notes), times, settled_values(upscaler.config)
+        )

@@ -15,8 +15,11 @@ import numpy as np
 
 from vidup.config import FlowConfig
 
-DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -65,8 +68,9 @@ def _grid(height: int, width: int) -> np.ndarray:
     return grid
 
 
-def warp(image: np.ndarray, flow: np.ndarray, border: int = cv2.BORDER_REPLICATE,
-         interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+def warp(
+    image: np.ndarray, flow: np.ndarray, border: int = cv2.BORDER_REPLICATE, interpolation: int = cv2.INTER_LINEAR
+) -> np.ndarray:
     """Backward-warp `image` by `flow` (same HxW): out(p) = image(p + flow(p)), bilinear (or `interpolation`:
     cv2.INTER_CUBIC keeps texture sharp through repeated warps). One add builds the sampling map and remap reads
     it as a single two-channel map."""
@@ -86,8 +90,12 @@ def _squared_length(vectors: np.ndarray) -> np.ndarray:
     return np.einsum("ijk,ijk->ij", vectors, vectors)
 
 
-def consistent_flow(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray,
-                    share: float = FlowConfig.consistency_share, px2: float = FlowConfig.consistency_px2) -> np.ndarray:
+def consistent_flow(
+    flow_cur_to_prev: np.ndarray,
+    flow_prev_to_cur: np.ndarray,
+    share: float = FlowConfig.consistency_share,
+    px2: float = FlowConfig.consistency_px2,
+) -> np.ndarray:
     """True where the round trip current -> previous -> current lands back home (not occluded)."""
     back = warp(flow_prev_to_cur, flow_cur_to_prev)
     round_trip = cv2.add(flow_cur_to_prev, back)
@@ -95,16 +103,22 @@ def consistent_flow(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray,
     return _squared_length(round_trip) <= share * magnitude + px2
 
 
-def confidence_mask(flow_cur_to_prev: np.ndarray, flow_prev_to_cur: np.ndarray, cur_rgb: np.ndarray,
-                    prev_rgb: np.ndarray, settings: FlowConfig = FlowConfig()) -> np.ndarray:
+def confidence_mask(
+    flow_cur_to_prev: np.ndarray,
+    flow_prev_to_cur: np.ndarray,
+    cur_rgb: np.ndarray,
+    prev_rgb: np.ndarray,
+    settings: FlowConfig = FlowConfig(),
+) -> np.ndarray:
     """Where the warped previous frame can be trusted, in [0, 1] at input resolution.
 
     Forward-backward consistency (occlusions and disocclusions make the round trip miss: Sundaram et al. 2010)
     times a photometric check on the input (the warped previous input must look like the current one), eroded
     by a pixel and feathered so blends have no hard seams.
     """
-    consistent = consistent_flow(flow_cur_to_prev, flow_prev_to_cur, settings.consistency_share,
-                                 settings.consistency_px2)
+    consistent = consistent_flow(
+        flow_cur_to_prev, flow_prev_to_cur, settings.consistency_share, settings.consistency_px2
+    )
     difference = cv2.absdiff(warp(prev_rgb, flow_cur_to_prev), cur_rgb)  # 8-bit views: exact small integers
     photometric = difference.max(-1) <= settings.photometric_threshold * 255.0
     mask = (consistent & photometric).astype(np.float32)
@@ -128,13 +142,16 @@ class FlowPair:
         return float(self.confidence.mean())
 
 
-def flows_both_ways(estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def flows_both_ways(
+    estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(current -> previous, previous -> current) flow between two RGB frames."""
     prev_gray, cur_gray = luma(prev_rgb), luma(cur_rgb)
     return estimator(cur_gray, prev_gray), estimator(prev_gray, cur_gray)
 
 
-def flow_pair(estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.ndarray,
-              settings: FlowConfig = FlowConfig()) -> FlowPair:
+def flow_pair(
+    estimator: FlowEstimator, prev_rgb: np.ndarray, cur_rgb: np.ndarray, settings: FlowConfig = FlowConfig()
+) -> FlowPair:
     cur_to_prev, prev_to_cur = flows_both_ways(estimator, prev_rgb, cur_rgb)
     return FlowPair(cur_to_prev, prev_to_cur, confidence_mask(cur_to_prev, prev_to_cur, cur_rgb, prev_rgb, settings))

@@ -41,19 +41,39 @@ class HistoryBlend(HistoryConfig):
     def apply(self, current: np.ndarray, prior, scale: float) -> np.ndarray:
         """The array path: `prior` is the frame's `TemporalPrior`, `scale` the upscale factor (output / input)."""
         if self.mode == "highpass":
-            return blend_high_frequencies(current, prior.warped_output, prior.flows.confidence, self.strength,
-                                          self.sigma)
-        return rectified_blend(current, prior.sharp_warped_output, prior.flows.confidence, self.weight,
-                               self.detail_sigma(scale), self.radius, self.reactive, self.gain_max, self.sharpen)
+            return blend_high_frequencies(
+                current, prior.warped_output, prior.flows.confidence, self.strength, self.sigma
+            )
+        return rectified_blend(
+            current,
+            prior.sharp_warped_output,
+            prior.flows.confidence,
+            self.weight,
+            self.detail_sigma(scale),
+            self.radius,
+            self.reactive,
+            self.gain_max,
+            self.sharpen,
+        )
 
     def apply_tensors(self, current, previous, flow, confidence, top: float, scale: float):
         """The device path: (1, 3, H, W) tensors in [0, 1], flow in output pixels."""
         if self.mode == "highpass":
-            return torch_ops.blend_high_frequencies(current, torch_ops.warp(previous, flow), confidence,
-                                                    self.strength, self.sigma, top)
-        return torch_ops.rectified_blend(current, torch_ops.warp(previous, flow, mode="bicubic"), confidence,
-                                         self.weight, self.detail_sigma(scale), self.radius, self.reactive,
-                                         self.gain_max, self.sharpen, top)
+            return torch_ops.blend_high_frequencies(
+                current, torch_ops.warp(previous, flow), confidence, self.strength, self.sigma, top
+            )
+        return torch_ops.rectified_blend(
+            current,
+            torch_ops.warp(previous, flow, mode="bicubic"),
+            confidence,
+            self.weight,
+            self.detail_sigma(scale),
+            self.radius,
+            self.reactive,
+            self.gain_max,
+            self.sharpen,
+            top,
+        )
 
 
 def high_frequencies(image: np.ndarray, sigma: float) -> np.ndarray:
@@ -62,8 +82,9 @@ def high_frequencies(image: np.ndarray, sigma: float) -> np.ndarray:
     return image - cv2.GaussianBlur(image, (0, 0), sigma)
 
 
-def blend_high_frequencies(current: np.ndarray, warped_previous: np.ndarray, confidence: np.ndarray,
-                           strength: float, sigma: float) -> np.ndarray:
+def blend_high_frequencies(
+    current: np.ndarray, warped_previous: np.ndarray, confidence: np.ndarray, strength: float, sigma: float
+) -> np.ndarray:
     """current + strength * confidence * highpass(warped_previous - current), in the frames' dtype and scale.
 
     `confidence` may be at the input's resolution: it is resized here (as 8-bit weights, where that is cheap).
@@ -86,8 +107,17 @@ def blend_high_frequencies(current: np.ndarray, warped_previous: np.ndarray, con
     return from_scaled(out, current.dtype)
 
 
-def rectified_blend(current: np.ndarray, history: np.ndarray, confidence: np.ndarray, weight: float, sigma: float,
-                    radius: int, reactive: float, gain_max: float, sharpen: float = 0.0) -> np.ndarray:
+def rectified_blend(
+    current: np.ndarray,
+    history: np.ndarray,
+    confidence: np.ndarray,
+    weight: float,
+    sigma: float,
+    radius: int,
+    reactive: float,
+    gain_max: float,
+    sharpen: float = 0.0,
+) -> np.ndarray:
     """Temporal accumulation of detail with rectified history (after AMD FSR 2 and Unreal TSR), in the frames'
     dtype. Low frequencies (coarser than `sigma`) always come from the current frame: a wrong warp can never
     move a silhouette or shift a colour. Detail is accumulated:
@@ -153,8 +183,7 @@ def _rectified_8bit(current, history, confidence, weight, sigma, kernel, reactiv
     cv2.min(clamped, high, dst=clamped)
     moved = _channel_sum(cv2.absdiff(past, clamped, dst=past))
     span = _channel_sum(cv2.subtract(high, low, dst=high))
-    trust = cv2.divide(moved, cv2.add(span, round(3 * RANGE_FLOOR * 255), dst=span), scale=reactive,
-                       dtype=cv2.CV_32F)
+    trust = cv2.divide(moved, cv2.add(span, round(3 * RANGE_FLOOR * 255), dst=span), scale=reactive, dtype=cv2.CV_32F)
     cv2.subtract(1.0, trust, dst=trust)
     alpha = cv2.multiply(trust, confidence, scale=255.0 * weight, dtype=cv2.CV_8U)  # saturation clips to [0, 1]
     weights = cv2.merge([alpha, alpha, alpha])
@@ -171,8 +200,7 @@ def _rectified_8bit(current, history, confidence, weight, sigma, kernel, reactiv
         gain = np.clip(cv2.divide(target, actual + 1e-3 * 255), 1.0, gain_max)
         code = 255.0 / gain_max  # the gain as an 8-bit fraction of its largest value
         gain = cv2.resize(cv2.convertScaleAbs(gain, alpha=code), (w, h), interpolation=cv2.INTER_LINEAR)
-        cv2.multiply(blended, cv2.merge([gain, gain, gain], dst=weights), dst=blended, scale=1 / code,
-                     dtype=cv2.CV_16S)
+        cv2.multiply(blended, cv2.merge([gain, gain, gain], dst=weights), dst=blended, scale=1 / code, dtype=cv2.CV_16S)
     return cv2.addWeighted(base, 1.0, blended, 1 / FRACTION, 0.0, dst=base, dtype=cv2.CV_8U)  # rounded, saturated
 
 
@@ -209,8 +237,6 @@ def _local_energy(magnitude: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(_channel_mean(magnitude.astype(np.float32)), (0, 0), sigma / factor)
 
 
-
-
 # --- colour and low-frequency anchoring ---------------------------------------------------------------------
 
 
@@ -227,8 +253,9 @@ def anchor_to_input(output: np.ndarray, small: np.ndarray, sigma: float) -> np.n
     work (one downsample, two small blurs, one upsample)."""
     h, w = small.shape[:2]
     down = cv2.resize(output, (w, h), interpolation=cv2.INTER_AREA)
-    delta = cv2.GaussianBlur(small.astype(np.float32), (0, 0), sigma) - cv2.GaussianBlur(down.astype(np.float32),
-                                                                                       (0, 0), sigma)
+    delta = cv2.GaussianBlur(small.astype(np.float32), (0, 0), sigma) - cv2.GaussianBlur(
+        down.astype(np.float32), (0, 0), sigma
+    )
     up = cv2.resize(delta, (output.shape[1], output.shape[0]), interpolation=cv2.INTER_LINEAR)
     if output.dtype == np.uint8:  # a saturating add straight into 8 bits: no full-size float copy of the frame
         return cv2.add(output, up, dtype=cv2.CV_8U)

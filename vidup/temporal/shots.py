@@ -54,9 +54,14 @@ class ShotDetector:
         baseline = (sum(self._recent) / len(self._recent)) if self._recent else 0.0
         self._since_cut += 1
         s = self.settings
-        cut = score >= s.threshold and self._since_cut >= s.min_shot_frames and (
-            score >= s.adaptive_ratio * baseline
-            or (motion_explained is not None and motion_explained() < s.min_explained))
+        cut = (
+            score >= s.threshold
+            and self._since_cut >= s.min_shot_frames
+            and (
+                score >= s.adaptive_ratio * baseline
+                or (motion_explained is not None and motion_explained() < s.min_explained)
+            )
+        )
         if cut:
             self._recent.clear()
             self._since_cut = 0

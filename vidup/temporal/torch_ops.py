@@ -61,16 +61,20 @@ def upsample_flow(flow: np.ndarray | torch.Tensor, width: int, height: int, devi
 def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """out(p) = image(p + flow(p)), bilinear, borders replicated (cv2.remap BORDER_REPLICATE). flow: (1, 2, H, W)."""
     _, _, h, w = image.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=image.device, dtype=torch.float32),
-                            torch.arange(w, device=image.device, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=image.device, dtype=torch.float32),
+        torch.arange(w, device=image.device, dtype=torch.float32),
+        indexing="ij",
+    )
     gx = (xs + flow[0, 0]) / max(w - 1, 1) * 2 - 1
     gy = (ys + flow[0, 1]) / max(h - 1, 1) * 2 - 1
     grid = torch.stack([gx, gy], dim=-1)[None].to(image.dtype)
     return F.grid_sample(image, grid, mode=mode, padding_mode="border", align_corners=True)
 
 
-def anchor_to_input(output: torch.Tensor, small: torch.Tensor, sigma: float, codes: float | None = None
-                    ) -> torch.Tensor:
+def anchor_to_input(
+    output: torch.Tensor, small: torch.Tensor, sigma: float, codes: float | None = None
+) -> torch.Tensor:
     """output + upsample(blur(small) - blur(area-downsample(output))): the SR colour anchor. `codes` (the frame
     dtype's peak) rounds the downsampled image to codes, as OpenCV's integer resize does."""
     h, w = small.shape[-2:]
@@ -81,8 +85,14 @@ def anchor_to_input(output: torch.Tensor, small: torch.Tensor, sigma: float, cod
     return output + bilinear(delta, output.shape[-1], output.shape[-2])
 
 
-def blend_high_frequencies(current: torch.Tensor, warped: torch.Tensor, confidence: torch.Tensor,
-                           strength: float, sigma: float, codes: float | None = None) -> torch.Tensor:
+def blend_high_frequencies(
+    current: torch.Tensor,
+    warped: torch.Tensor,
+    confidence: torch.Tensor,
+    strength: float,
+    sigma: float,
+    codes: float | None = None,
+) -> torch.Tensor:
     """current + strength * confidence * highpass(warped - current); confidence (1, 1, h, w), any size.
 
     With `codes` = 255 it rounds where the CPU path's fixed-point arithmetic does (the blurred difference, 8-bit
@@ -98,9 +108,18 @@ def blend_high_frequencies(current: torch.Tensor, warped: torch.Tensor, confiden
     return current + (weight * (difference - blurred) * codes).round_() / codes
 
 
-def rectified_blend(current: torch.Tensor, history: torch.Tensor, confidence: torch.Tensor, weight: float,
-                    sigma: float, radius: int, reactive: float, gain_max: float, sharpen: float = 0.0,
-                    codes: float | None = None) -> torch.Tensor:
+def rectified_blend(
+    current: torch.Tensor,
+    history: torch.Tensor,
+    confidence: torch.Tensor,
+    weight: float,
+    sigma: float,
+    radius: int,
+    reactive: float,
+    gain_max: float,
+    sharpen: float = 0.0,
+    codes: float | None = None,
+) -> torch.Tensor:
     """`vidup.temporal.seeding.rectified_blend` on (1, 3, H, W) tensors in [0, 1] (confidence: 1, 1, h, w).
 
     With `codes` = 255 it rounds where the CPU path's 8-bit fixed point does (the warped history, both blurs, the

@@ -74,8 +74,10 @@ def scan(folder: str | Path, config: TrainConfig) -> Dataset:
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     clips = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
     if not images and not clips:
-        raise TrainingDataError(f"data folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
-                                f"or clips ({', '.join(sorted(VIDEO_SUFFIXES))})")
+        raise TrainingDataError(
+            f"data folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+            f"or clips ({', '.join(sorted(VIDEO_SUFFIXES))})"
+        )
     media_stems = {p.with_suffix("") for p in images + clips}
     orphans = [p for p in files if p.suffix.lower() == ".txt" and p.with_suffix("") not in media_stems]
     if orphans:
@@ -106,6 +108,7 @@ def load_image(path: Path) -> np.ndarray:
 
 # --- frames from clips --------------------------------------------------------------------------------------------
 
+
 def _signature(rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = SIGNATURE_SIDE / max(h, w)
@@ -114,9 +117,9 @@ def _signature(rgb: np.ndarray) -> np.ndarray:
 
 
 def pick_clip_frames(clip: Path, config: TrainConfig, shots: ShotConfig) -> list[int]:
-    """Frame indices to train on: spread over every shot (the shot detector the upscale uses, with its settings), evenly within a
-    shot, at most `frames_per_shot` per shot and `clip_frames` per clip, skipping near-duplicates of frames
-    already picked. Decodes the clip once, at low resolution."""
+    """Frame indices to train on: spread over every shot (the shot detector the upscale uses, with its settings),
+    evenly within a shot, at most `frames_per_shot` per shot and `clip_frames` per clip, skipping near-duplicates of
+    frames already picked. Decodes the clip once, at low resolution."""
     detector = ShotDetector(shots)
     shots: list[list[tuple[int, np.ndarray]]] = []
     for frame in VideoReader(clip, max_side=256).frames():
@@ -136,8 +139,11 @@ def pick_clip_frames(clip: Path, config: TrainConfig, shots: ShotConfig) -> list
             if depth >= len(candidates) or len(picked) >= config.clip_frames:
                 continue
             index, signature = candidates[depth]
-            if all(np.abs(signature - s).mean() >= config.duplicate_threshold for _, s in picked
-                   if s.shape == signature.shape):
+            if all(
+                np.abs(signature - s).mean() >= config.duplicate_threshold
+                for _, s in picked
+                if s.shape == signature.shape
+            ):
                 picked.append((index, signature))
     return sorted(index for index, _ in picked)
 
@@ -176,6 +182,7 @@ def images(items: list[Source]) -> Iterator[tuple[Source, np.ndarray]]:
 
 # --- aspect-ratio buckets -----------------------------------------------------------------------------------------
 
+
 def buckets(resolution: int) -> list[tuple[int, int]]:
     """(width, height) pairs of about resolution^2 pixels, sides multiples of 16, aspect 1:2.5 to 2.5:1."""
     area = resolution * resolution
@@ -201,10 +208,13 @@ def fit_to_bucket(image: np.ndarray, resolution: int, small_images: str, name: s
     scale = max(bw / w, bh / h)
     if scale > 1.0 + 1e-6:
         if small_images == "refuse":
-            raise TrainingDataError(f"{name} is {w}x{h}, smaller than its {bw}x{bh} training bucket; use larger "
-                                    "images, a lower --resolution, or train.small_images = 'upsample'")
-        log.warning("%s is %dx%d, smaller than its %dx%d bucket: upsampled (it trains blurrier detail)",
-                    name, w, h, bw, bh)
+            raise TrainingDataError(
+                f"{name} is {w}x{h}, smaller than its {bw}x{bh} training bucket; use larger "
+                "images, a lower --resolution, or train.small_images = 'upsample'"
+            )
+        log.warning(
+            "%s is %dx%d, smaller than its %dx%d bucket: upsampled (it trains blurrier detail)", name, w, h, bw, bh
+        )
     new_w, new_h = max(bw, round(w * scale)), max(bh, round(h * scale))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LANCZOS4
     resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)

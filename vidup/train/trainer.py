@@ -40,7 +40,13 @@ from vidup.engines.flux.engine import FluxEngine, flux_velocity, make_conditioni
 from vidup.engines.flux.latents import VaeCodec
 from vidup.engines.flux.memory import GIB, choose_memory_plan, free_device_memory, on_device, working_bytes
 from vidup.engines.flux.schedule import Schedules
-from vidup.engines.flux.weights import BASE_PARTS, BASE_PATTERNS, CONTROLNET_PARTS, CONTROLNET_PATTERNS, resolve_model_dir
+from vidup.engines.flux.weights import (
+    BASE_PARTS,
+    BASE_PATTERNS,
+    CONTROLNET_PARTS,
+    CONTROLNET_PATTERNS,
+    resolve_model_dir,
+)
 from vidup.preview import Panel, choose_crops, render_sheet
 from vidup.progress import progress_bar
 from vidup.errors import CheckpointError, ConfigError, TrainingDataError
@@ -49,8 +55,16 @@ from vidup.train import data as train_data
 log = logging.getLogger("vidup")
 
 ADAPTER = "vidup"
-ATTENTION_TARGETS = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",  # image stream (and single blocks)
-                     "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"]  # text stream
+ATTENTION_TARGETS = [
+    "attn.to_q",
+    "attn.to_k",
+    "attn.to_v",
+    "attn.to_out.0",  # image stream (and single blocks)
+    "attn.add_q_proj",
+    "attn.add_k_proj",
+    "attn.add_v_proj",
+    "attn.to_add_out",
+]  # text stream
 FEED_FORWARD_TARGETS = ["ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2"]
 GRAD_CLIP = 1.0
 FIXED_LOSS_SEED, FIXED_LOSS_DRAWS = 1234, 4  # the fixed-noise loss reported before and after training
@@ -118,6 +132,7 @@ def make_optimizer(kind: str, params, config) -> torch.optim.Optimizer:
 
 # --- data order ---------------------------------------------------------------------------------------------------
 
+
 def epoch_batches(buckets: list[tuple[int, int]], batch: int, seed: int, epoch: int) -> list[list[int]]:
     """The batches of one epoch: a seeded shuffle, then items grouped by bucket (a batch shares one size)."""
     order = torch.randperm(len(buckets), generator=torch.Generator().manual_seed(seed * 1000 + epoch)).tolist()
@@ -134,6 +149,7 @@ def epoch_batches(buckets: list[tuple[int, int]], batch: int, seed: int, epoch: 
 
 
 # --- the cache ----------------------------------------------------------------------------------------------------
+
 
 def _cache_key(items: list, resolution: int, base: Path, max_length: int) -> str:
     parts = [str(base.resolve()), str(resolution), str(max_length)]
@@ -163,8 +179,15 @@ def prepare_cache(items, components, folder: Path, config: VidupConfig, base: Pa
             if item.caption not in prompts:
                 embedded = encode_prompt(components, item.caption, config.flux.max_sequence_length)
                 prompts[item.caption] = (embedded.tokens.float().cpu(), embedded.pooled.float().cpu())
-            entries.append({"name": item.name, "latents": latents[0], "caption": item.caption,
-                            "tokens": prompts[item.caption][0][0], "pooled": prompts[item.caption][1][0]})
+            entries.append(
+                {
+                    "name": item.name,
+                    "latents": latents[0],
+                    "caption": item.caption,
+                    "tokens": prompts[item.caption][0][0],
+                    "pooled": prompts[item.caption][1][0],
+                }
+            )
     order = {item.name: i for i, item in enumerate(items)}
     entries.sort(key=lambda e: order[e["name"]])
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,12 +199,19 @@ def prepare_cache(items, components, folder: Path, config: VidupConfig, base: Pa
 
 # --- checkpoints and output ---------------------------------------------------------------------------------------
 
+
 def _rng_state(generator: torch.Generator) -> dict:
-    return {"generator": generator.get_state(), "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "python": random.getstate()}
+    return {
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
 
 
-def save_checkpoint(folder: Path, step: int, transformer, optimizer, generator, meta: dict, losses: list[float]) -> Path:
+def save_checkpoint(
+    folder: Path, step: int, transformer, optimizer, generator, meta: dict, losses: list[float]
+) -> Path:
     from peft.utils import get_peft_model_state_dict
 
     path = folder / f"step-{step:06d}"
@@ -242,15 +272,24 @@ def loss_curve(losses: list[float], path: Path, size=(640, 320)) -> None:
     cv2.imwrite(str(path), image)
 
 
-def validation_plan(flux, device: torch.device, sizes: dict[str, int], resident: set[str], size: tuple[int, int],
-                    free: int | None):
+def validation_plan(
+    flux, device: torch.device, sizes: dict[str, int], resident: set[str], size: tuple[int, int], free: int | None
+):
     """The validator's memory plan. The modules already on the device (the transformer under training) count as
     there, not against `free`, and nothing streams: group offloading would swap the LoRA parameters' data to host
     copies while their gradients and optimizer state stay on the device. When even `model` may not fit, it is
     `model` with a warning: the planning margins are generous, and a sheet that does run out of memory is skipped
     (`Validator.sheet`) rather than ending the training."""
-    return choose_memory_plan(flux.offload, device, sizes, working_bytes(*size, flux.working_gib_per_mpix), free,
-                              int(flux.reserve_gib * GIB), resident=resident, allow_sequential=False)
+    return choose_memory_plan(
+        flux.offload,
+        device,
+        sizes,
+        working_bytes(*size, flux.working_gib_per_mpix),
+        free,
+        int(flux.reserve_gib * GIB),
+        resident=resident,
+        allow_sequential=False,
+    )
 
 
 class Validator:
@@ -269,8 +308,14 @@ class Validator:
             torch.cuda.empty_cache()  # the training step's cached blocks are free for validation
         components = self.engine.components
         size = max(((i.shape[1], i.shape[0]) for _, i in self.held_out), key=lambda s: s[0] * s[1])
-        return validation_plan(self.engine.flux, device, components.sizes(), on_device(components.modules(), device),
-                               size, free_device_memory(device))
+        return validation_plan(
+            self.engine.flux,
+            device,
+            components.sizes(),
+            on_device(components.modules(), device),
+            size,
+            free_device_memory(device),
+        )
 
     def _back_to_training(self) -> None:
         """Every component but the transformer leaves the device; the transformer stays, with its gradients and
@@ -310,8 +355,11 @@ class Validator:
         for name, image in self.held_out:
             h, w = image.shape[:2]
             size = (w, h)
-            low = cv2.resize(image, (max(16, w // t.validation_degrade), max(16, h // t.validation_degrade)),
-                             interpolation=cv2.INTER_AREA)
+            low = cv2.resize(
+                image,
+                (max(16, w // t.validation_degrade), max(16, h // t.validation_degrade)),
+                interpolation=cv2.INTER_AREA,
+            )
             if self.engine.placer is None:
                 self.engine.place(size, plan=self.memory_plan())
             else:
@@ -319,33 +367,53 @@ class Validator:
             t0 = time.perf_counter()
             output = self.engine.upscale(low, size)
             seconds = time.perf_counter() - t0
-            panels = [Panel(f"{name}: degraded x{t.validation_degrade} (nearest)",
-                            cv2.resize(low, size, interpolation=cv2.INTER_NEAREST), 0.0),
-                      Panel("Lanczos", cv2.resize(low, size, interpolation=cv2.INTER_LANCZOS4), 0.0)]
+            panels = [
+                Panel(
+                    f"{name}: degraded x{t.validation_degrade} (nearest)",
+                    cv2.resize(low, size, interpolation=cv2.INTER_NEAREST),
+                    0.0,
+                ),
+                Panel("Lanczos", cv2.resize(low, size, interpolation=cv2.INTER_LANCZOS4), 0.0),
+            ]
             panels += [Panel(s.name, s.image, s.seconds) for s in output.stages()]
             panels.append(Panel(f"ground truth (engine {seconds:.1f} s)", image, 0.0))
             rows.append(render_sheet(panels, choose_crops(image), size))
         return rows
 
 
-def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume: str | Path | None = None,
-               components=None, steps_this_run: int | None = None) -> TrainReport:
+def train_lora(
+    data: str | Path,
+    output: str | Path,
+    config: VidupConfig,
+    resume: str | Path | None = None,
+    components=None,
+    steps_this_run: int | None = None,
+) -> TrainReport:
     """Train; `steps_this_run` stops early (as an interruption would) after that many steps of this run."""
     # 1. Checks, before any model loads.
     config = config.validate()
     t, flux = config.train, config.flux
     output = Path(output)
     if output.suffix != ".safetensors":
-        raise ConfigError(f"the LoRA is written as .safetensors; give a name such as {output.with_suffix('.safetensors')}")
+        raise ConfigError(
+            f"the LoRA is written as .safetensors; give a name such as {output.with_suffix('.safetensors')}"
+        )
     if output.is_dir():
         raise ConfigError(f"{output} is a folder; give a file name such as {output / 'lora.safetensors'}")
     dataset = train_data.scan(data, t)
     placement = choose_placement(config.device, config.precision, cpu_bf16=False)
     optimizer_kind = choose_optimizer(t.optimizer, placement.device)
-    base_dir = resolve_model_dir(flux.model, "FLUX base model", "--flux-model", BASE_PARTS, flux.allow_download,
-                                 BASE_PATTERNS)
-    meta = {"base_model": str(base_dir.resolve()), "rank": t.rank, "alpha": t.alpha,
-            "feed_forward": t.feed_forward, "resolution": t.resolution, "seed": t.seed}
+    base_dir = resolve_model_dir(
+        flux.model, "FLUX base model", "--flux-model", BASE_PARTS, flux.allow_download, BASE_PATTERNS
+    )
+    meta = {
+        "base_model": str(base_dir.resolve()),
+        "rank": t.rank,
+        "alpha": t.alpha,
+        "feed_forward": t.feed_forward,
+        "resolution": t.resolution,
+        "seed": t.seed,
+    }
     resume_path, resume_state = None, None
     if resume is not None:
         resume_path = latest_checkpoint(output) if str(resume) == "latest" else Path(resume)
@@ -354,10 +422,18 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
         resume_state = read_checkpoint(resume_path)
         for key in ("base_model", "rank", "alpha", "feed_forward"):
             if resume_state.get(key) != meta[key]:
-                raise CheckpointError(f"{resume_path} was trained with {key} {resume_state.get(key)!r}, this run "
-                                      f"has {meta[key]!r}; resume with the same settings or start afresh")
-    controlnet_dir = resolve_model_dir(flux.controlnet, "FLUX ControlNet upscaler", "--controlnet", CONTROLNET_PARTS,
-                                       flux.allow_download, CONTROLNET_PATTERNS)
+                raise CheckpointError(
+                    f"{resume_path} was trained with {key} {resume_state.get(key)!r}, this run "
+                    f"has {meta[key]!r}; resume with the same settings or start afresh"
+                )
+    controlnet_dir = resolve_model_dir(
+        flux.controlnet,
+        "FLUX ControlNet upscaler",
+        "--controlnet",
+        CONTROLNET_PARTS,
+        flux.allow_download,
+        CONTROLNET_PATTERNS,
+    )
     items = train_data.sources(dataset, t, config.temporal.shots)
     if not items:
         raise TrainingDataError(f"{dataset.folder} yielded no training images")
@@ -379,8 +455,10 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
     entries, encoded = prepare_cache(train_items, components, folder / "cache", config, base_dir)
     validator = None
     if held_items:
-        held_images = [(item.name, train_data.fit_to_bucket(rgb, t.resolution, "upsample", item.name))
-                       for item, rgb in train_data.images(held_items)]
+        held_images = [
+            (item.name, train_data.fit_to_bucket(rgb, t.resolution, "upsample", item.name))
+            for item, rgb in train_data.images(held_items)
+        ]
         validator = Validator(config, components, held_images)
     released = ("text_encoder", "text_encoder_2", "vae", "controlnet")
     for name in released:
@@ -391,13 +469,14 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
     # 4. Training.
     from peft import LoraConfig
 
-
     transformer = components.transformer.to(device)
     transformer.requires_grad_(False)
     targets = ATTENTION_TARGETS + (FEED_FORWARD_TARGETS if t.feed_forward else [])
     torch.manual_seed(t.seed)  # the LoRA's initial weights: the same for every run of this seed
-    transformer.add_adapter(LoraConfig(r=t.rank, lora_alpha=t.alpha, init_lora_weights="gaussian",
-                                       target_modules=targets), adapter_name=ADAPTER)
+    transformer.add_adapter(
+        LoraConfig(r=t.rank, lora_alpha=t.alpha, init_lora_weights="gaussian", target_modules=targets),
+        adapter_name=ADAPTER,
+    )
     params = [p for p in transformer.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()  # LoRA weights train in fp32 (the base stays bf16)
@@ -419,8 +498,16 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
         u = torch.sigmoid(t.timestep_mean + t.timestep_std * torch.randn(len(chosen), generator=generator))
         sigma = schedules.shift(u, packed.shape[1]).to(device)
         noisy = (1 - sigma[:, None, None]) * packed + sigma[:, None, None] * noise
-        cond = make_conditioning(torch.stack([e["tokens"] for e in chosen]), torch.stack([e["pooled"] for e in chosen]),
-                                 h, w, device, transformer.dtype, guidance, batch=len(chosen))
+        cond = make_conditioning(
+            torch.stack([e["tokens"] for e in chosen]),
+            torch.stack([e["pooled"] for e in chosen]),
+            h,
+            w,
+            device,
+            transformer.dtype,
+            guidance,
+            batch=len(chosen),
+        )
         prediction = flux_velocity(transformer, None, cond)(noisy, sigma)
         return torch.nn.functional.mse_loss(prediction.float(), (noise - packed).float())
 
@@ -428,15 +515,17 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
         """The loss on the first training images at fixed noise and timesteps: a steady measure of progress."""
         probe = torch.Generator().manual_seed(FIXED_LOSS_SEED)
         with torch.no_grad():
-            return float(np.mean([float(step_loss([entries[i % len(entries)]], probe))
-                                  for i in range(FIXED_LOSS_DRAWS)]))
+            return float(
+                np.mean([float(step_loss([entries[i % len(entries)]], probe)) for i in range(FIXED_LOSS_DRAWS)])
+            )
 
     step, epoch, position, losses = 0, 0, 0, []
     if resume_state is not None:
         from peft.utils import set_peft_model_state_dict
 
-        set_peft_model_state_dict(transformer, torch.load(resume_path / "lora.pt", weights_only=True),
-                                  adapter_name=ADAPTER)  # copied into the fp32 parameters above
+        set_peft_model_state_dict(
+            transformer, torch.load(resume_path / "lora.pt", weights_only=True), adapter_name=ADAPTER
+        )  # copied into the fp32 parameters above
         optimizer.load_state_dict(torch.load(resume_path / "optimizer.pt", weights_only=True))
         rng = torch.load(resume_path / "rng.pt", weights_only=False)
         generator.set_state(rng["generator"])
@@ -483,12 +572,35 @@ def train_lora(data: str | Path, output: str | Path, config: VidupConfig, resume
     # 5. The LoRA, as --lora loads it.
     if step >= t.steps:
         summary = f"{len(train_items)} images ({dataset.summary()}), {held} held out"
-        save_lora(output, lora_output_state(transformer, t.rank, t.alpha),
-                  {"format": "pt", "vidup.base_model": Path(meta["base_model"]).name, "vidup.rank": str(t.rank),
-                   "vidup.alpha": str(t.alpha), "vidup.steps": str(step), "vidup.data": summary,
-                   "vidup.resolution": str(t.resolution), "vidup.targets": ",".join(targets)})
+        save_lora(
+            output,
+            lora_output_state(transformer, t.rank, t.alpha),
+            {
+                "format": "pt",
+                "vidup.base_model": Path(meta["base_model"]).name,
+                "vidup.rank": str(t.rank),
+                "vidup.alpha": str(t.alpha),
+                "vidup.steps": str(step),
+                "vidup.data": summary,
+                "vidup.resolution": str(t.resolution),
+                "vidup.targets": ",".join(targets),
+            },
+        )
         loss_curve(losses, folder / "loss.png")
     loss_after = fixed_loss()
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return TrainReport(output, step, losses, len(train_items), held, encoded, optimizer_kind,
-                       time.perf_counter() - started, peak, sheets, released, loss_before, loss_after)
+    return TrainReport(
+        output,
+        step,
+        losses,
+        len(train_items),
+        held,
+        encoded,
+        optimizer_kind,
+        time.perf_counter() - started,
+        peak,
+        sheets,
+        released,
+        loss_before,
+        loss_after,
+    )

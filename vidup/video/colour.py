@@ -22,14 +22,42 @@ BT709, BT470BG, SMPTE170M, SMPTE240M, BT2020, BT2020_CL = 1, 5, 6, 7, 9, 10
 TRC_PQ, TRC_HLG = 16, 18
 LIMITED, FULL = 1, 2
 
-_SWSCALE_MATRIX = {BT709: "ITU709", 4: "FCC", BT470BG: "ITU601", SMPTE170M: "SMPTE170M", SMPTE240M: "SMPTE240M",
-                   BT2020: "BT2020", BT2020_CL: "BT2020"}
-PRIMARIES = {1: "bt709", 4: "bt470m", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 8: "film", 9: "bt2020",
-             10: "smpte428", 11: "smpte431", 12: "smpte432", 22: "ebu3213"}
-TRANSFERS = {1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear", 13: "srgb",
-             14: "bt2020-10", 15: "bt2020-12", 16: "smpte2084", 18: "arib-std-b67"}
-MATRICES = {0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc",
-            10: "bt2020c"}
+_SWSCALE_MATRIX = {
+    BT709: "ITU709",
+    4: "FCC",
+    BT470BG: "ITU601",
+    SMPTE170M: "SMPTE170M",
+    SMPTE240M: "SMPTE240M",
+    BT2020: "BT2020",
+    BT2020_CL: "BT2020",
+}
+PRIMARIES = {
+    1: "bt709",
+    4: "bt470m",
+    5: "bt470bg",
+    6: "smpte170m",
+    7: "smpte240m",
+    8: "film",
+    9: "bt2020",
+    10: "smpte428",
+    11: "smpte431",
+    12: "smpte432",
+    22: "ebu3213",
+}
+TRANSFERS = {
+    1: "bt709",
+    4: "gamma22",
+    5: "gamma28",
+    6: "smpte170m",
+    7: "smpte240m",
+    8: "linear",
+    13: "srgb",
+    14: "bt2020-10",
+    15: "bt2020-12",
+    16: "smpte2084",
+    18: "arib-std-b67",
+}
+MATRICES = {0: "gbr", 1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
 
 
 def _known(value: int | None) -> bool:
@@ -46,8 +74,12 @@ class Colour:
     @classmethod
     def of(cls, frame_or_context) -> "Colour":
         f = frame_or_context
-        return cls(int(f.color_primaries or UNSPECIFIED), int(f.color_trc or UNSPECIFIED),
-                   int(f.colorspace or UNSPECIFIED), int(f.color_range or 0))
+        return cls(
+            int(f.color_primaries or UNSPECIFIED),
+            int(f.color_trc or UNSPECIFIED),
+            int(f.colorspace or UNSPECIFIED),
+            int(f.color_range or 0),
+        )
 
     @property
     def tagged(self) -> bool:
@@ -73,8 +105,10 @@ class Colour:
         return _SWSCALE_MATRIX.get(self.matrix, "ITU709")
 
     def describe(self) -> str:
-        return (f"{PRIMARIES.get(self.primaries, self.primaries)}/{TRANSFERS.get(self.transfer, self.transfer)}/"
-                f"{MATRICES.get(self.matrix, self.matrix)}, {'full' if self.full_range else 'limited'} range")
+        return (
+            f"{PRIMARIES.get(self.primaries, self.primaries)}/{TRANSFERS.get(self.transfer, self.transfer)}/"
+            f"{MATRICES.get(self.matrix, self.matrix)}, {'full' if self.full_range else 'limited'} range"
+        )
 
 
 def untagged_matrix(height: int) -> str:
@@ -162,8 +196,9 @@ def working_format(bit_depth: int) -> str:
     return "rgb24" if bit_depth <= 8 else "rgb48le"
 
 
-def frame_to_rgb(frame: av.VideoFrame, rgb_format: str = "rgb24", matrix: str | None = None,
-                 full_range: bool | None = None) -> np.ndarray:
+def frame_to_rgb(
+    frame: av.VideoFrame, rgb_format: str = "rgb24", matrix: str | None = None, full_range: bool | None = None
+) -> np.ndarray:
     """An HxWx3 RGB array (uint8 or uint16, full range) of a decoded frame, with the given source matrix and
     range (default: the frame's own tags, and FFmpeg's convention for untagged frames)."""
     if frame.format.name in ("rgb24", "bgr24", "rgba", "bgra", "gbrp", "rgb48le", "gbrp10le", "gbrp12le", "gbrp16le"):
@@ -178,5 +213,6 @@ def rgb_to_frame(rgb: np.ndarray, pix_fmt: str, matrix: str, full_range: bool) -
     """A frame in `pix_fmt` from an RGB array (uint8 -> rgb24, uint16 -> rgb48le)."""
     rgb_format = "rgb48le" if rgb.dtype == np.uint16 else "rgb24"
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format=rgb_format)
-    return frame.reformat(format=pix_fmt, src_colorspace=matrix, dst_colorspace=matrix,
-                          dst_color_range="JPEG" if full_range else "MPEG")
+    return frame.reformat(
+        format=pix_fmt, src_colorspace=matrix, dst_colorspace=matrix, dst_color_range="JPEG" if full_range else "MPEG"
+    )

@@ -37,8 +37,9 @@ def interlaced_from_flags(field_order: str, first_frame_interlaced: bool) -> boo
 def decide(requested: str, interlaced: bool | None) -> tuple[str, str | None]:
     """(what the reader does: off | frame | field, a note for the user or None)."""
     if requested == "off":
-        return "off", ("the source is interlaced and --deinterlace off: its combing is upscaled as it is"
-                       if interlaced else None)
+        return "off", (
+            "the source is interlaced and --deinterlace off: its combing is upscaled as it is" if interlaced else None
+        )
     if requested in ("field", "frame"):
         note = None if interlaced else f"--deinterlace {requested} on a source that is not flagged interlaced"
         return requested, note
@@ -66,8 +67,12 @@ class Deinterlacer:
 
     def _build(self, frame: av.VideoFrame) -> None:
         graph = av.filter.Graph()
-        source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
-                                  time_base=frame.time_base or self.time_base)
+        source = graph.add_buffer(
+            width=frame.width,
+            height=frame.height,
+            format=frame.format.name,
+            time_base=frame.time_base or self.time_base,
+        )
         mode = "send_field" if self.mode == "field" else "send_frame"
         bwdif = graph.add("bwdif", f"mode={mode}:parity=auto:deint=all")
         sink = graph.add("buffersink")
@@ -99,8 +104,12 @@ def detect_interlacing(frames: Iterator[av.VideoFrame], count: int) -> bool:
             break
         if graph is None:
             graph = av.filter.Graph()
-            source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
-                                      time_base=frame.time_base or Fraction(1, 25))
+            source = graph.add_buffer(
+                width=frame.width,
+                height=frame.height,
+                format=frame.format.name,
+                time_base=frame.time_base or Fraction(1, 25),
+            )
             idet = graph.add("idet")
             sink = graph.add("buffersink")
             source.link_to(idet)

@@ -109,8 +109,14 @@ def choose_pix_fmt(codec: str | None, depth: int, chroma: str, requested: str | 
         return requested, notes
     supported = set(f.name for f in av.Codec(codec, "w").video_formats) if codec else None
 
-    semi_planar = {(10, "420"): "p010le", (12, "420"): "p016le", (16, "420"): "p016le", (10, "422"): "p210le",
-                   (10, "444"): "yuv444p16le", (12, "444"): "yuv444p16le"}  # NVENC's deep layouts
+    semi_planar = {
+        (10, "420"): "p010le",
+        (12, "420"): "p016le",
+        (16, "420"): "p016le",
+        (10, "422"): "p210le",
+        (10, "444"): "yuv444p16le",
+        (12, "444"): "yuv444p16le",
+    }  # NVENC's deep layouts
 
     def name(d: int, c: str) -> str:
         planar = f"yuv{c}p" if d == 8 else f"yuv{c}p{d}le"
@@ -118,9 +124,9 @@ def choose_pix_fmt(codec: str | None, depth: int, chroma: str, requested: str | 
             return semi_planar[(d, c)]
         return planar
 
-    candidates = [(d, c) for d in (8, 10, 12, 16) if d >= depth for c in CHROMA_ORDER[CHROMA_ORDER.index(chroma):]]
-    candidates += [(d, c) for d in (12, 10, 8) if d < depth for c in CHROMA_ORDER[CHROMA_ORDER.index(chroma):]]
-    candidates += [(d, c) for d in (16, 12, 10, 8) for c in reversed(CHROMA_ORDER[:CHROMA_ORDER.index(chroma)])]
+    candidates = [(d, c) for d in (8, 10, 12, 16) if d >= depth for c in CHROMA_ORDER[CHROMA_ORDER.index(chroma) :]]
+    candidates += [(d, c) for d in (12, 10, 8) if d < depth for c in CHROMA_ORDER[CHROMA_ORDER.index(chroma) :]]
+    candidates += [(d, c) for d in (16, 12, 10, 8) for c in reversed(CHROMA_ORDER[: CHROMA_ORDER.index(chroma)])]
     for d, c in candidates:
         if supported is None or name(d, c) in supported:
             if d < depth:
@@ -141,16 +147,19 @@ def output_size(source: SourceFormat, config: "VidupConfig") -> tuple[tuple[int,
     return spec.resolve(source.width, source.height), source.sample_aspect
 
 
-def describe_output(source: SourceFormat, config: "VidupConfig", codec: str | None = None,
-                    deinterlace: str | None = None) -> OutputDescription:
+def describe_output(
+    source: SourceFormat, config: "VidupConfig", codec: str | None = None, deinterlace: str | None = None
+) -> OutputDescription:
     """One output description for a clip. `codec` None: any pixel format (pipes). `deinterlace`: what was
     decided for this source (see `vidup.video.deinterlace.decide`), default: none."""
     notes: list[str] = []
     size, sar = output_size(source, config)
     if source.sample_aspect != 1:
         kept = "carried" if sar != 1 else f"made square ({size[0]}x{size[1]} shows the display aspect)"
-        notes.append(f"anamorphic source (SAR {source.sample_aspect.numerator}:{source.sample_aspect.denominator}): "
-                     f"pixels {kept}")
+        notes.append(
+            f"anamorphic source (SAR {source.sample_aspect.numerator}:{source.sample_aspect.denominator}): "
+            f"pixels {kept}"
+        )
     mode = deinterlace or "off"
     rate, time_base = source.frame_rate, source.time_base
     if mode == "field":
@@ -166,14 +175,30 @@ def describe_output(source: SourceFormat, config: "VidupConfig", codec: str | No
     notes += format_notes
     out_depth, out_chroma = pixel_format_facts(pix_fmt)
     if hdr is not None and codec is not None and not hdr.encoder_params(codec):
-        notes.append(f"{codec} cannot carry HDR10 mastering-display and light-level metadata; the colour tags "
-                     f"({colour.describe()}) are kept. Use libx265 or libx264 to keep both")
+        notes.append(
+            f"{codec} cannot carry HDR10 mastering-display and light-level metadata; the colour tags "
+            f"({colour.describe()}) are kept. Use libx265 or libx264 to keep both"
+        )
     if not source.colour.tagged and not tonemap:
         notes.append(f"the source has no colour tags; the output is tagged {colour.describe()}")
     return OutputDescription(
-        width=size[0], height=size[1], sample_aspect=sar, frame_rate=rate, time_base=time_base,
-        bit_depth=out_depth, chroma=out_chroma, pix_fmt=pix_fmt, colour=colour, hdr=hdr, deinterlace=mode,
-        timecode=source.timecode, rotation=source.rotation, source=source, tonemap=tonemap, notes=tuple(notes))
+        width=size[0],
+        height=size[1],
+        sample_aspect=sar,
+        frame_rate=rate,
+        time_base=time_base,
+        bit_depth=out_depth,
+        chroma=out_chroma,
+        pix_fmt=pix_fmt,
+        colour=colour,
+        hdr=hdr,
+        deinterlace=mode,
+        timecode=source.timecode,
+        rotation=source.rotation,
+        source=source,
+        tonemap=tonemap,
+        notes=tuple(notes),
+    )
 
 
 def with_size(description: OutputDescription, size: tuple[int, int]) -> OutputDescription:

@@ -21,11 +21,27 @@ from vidup.video.colour import FULL, LIMITED, Colour, frame_to_rgb, pixel_format
 from vidup.video.describe import SourceFormat
 
 MAX_HEADER = 1024
-_CHROMA = {"420jpeg": "yuv420p", "420mpeg2": "yuv420p", "420paldv": "yuv420p", "420": "yuv420p",
-           "444": "yuv444p", "422": "yuv422p", "mono": "gray",
-           "420p10": "yuv420p10le", "422p10": "yuv422p10le", "444p10": "yuv444p10le", "mono10": "gray10le",
-           "420p12": "yuv420p12le", "422p12": "yuv422p12le", "444p12": "yuv444p12le", "mono12": "gray12le",
-           "420p16": "yuv420p16le", "422p16": "yuv422p16le", "444p16": "yuv444p16le", "mono16": "gray16le"}
+_CHROMA = {
+    "420jpeg": "yuv420p",
+    "420mpeg2": "yuv420p",
+    "420paldv": "yuv420p",
+    "420": "yuv420p",
+    "444": "yuv444p",
+    "422": "yuv422p",
+    "mono": "gray",
+    "420p10": "yuv420p10le",
+    "422p10": "yuv422p10le",
+    "444p10": "yuv444p10le",
+    "mono10": "gray10le",
+    "420p12": "yuv420p12le",
+    "422p12": "yuv422p12le",
+    "444p12": "yuv444p12le",
+    "mono12": "gray12le",
+    "420p16": "yuv420p16le",
+    "422p16": "yuv422p16le",
+    "444p16": "yuv444p16le",
+    "mono16": "gray16le",
+}
 _TAG = {"yuv420p": "420jpeg", "yuv422p": "422", "yuv444p": "444", "gray": "mono"}
 _TAG.update({fmt: tag for tag, fmt in _CHROMA.items() if fmt.endswith("le")})
 
@@ -45,16 +61,26 @@ class StreamFormat:
     @property
     def frame_bytes(self) -> int:
         w, h = self.width, self.height
-        chroma = {"420": 2 * ((w + 1) // 2) * ((h + 1) // 2), "422": 2 * ((w + 1) // 2) * h, "444": 2 * w * h,
-                  "400": 0}[pixel_format_facts(self.pix_fmt)[1]]
+        chroma = {
+            "420": 2 * ((w + 1) // 2) * ((h + 1) // 2),
+            "422": 2 * ((w + 1) // 2) * h,
+            "444": 2 * w * h,
+            "400": 0,
+        }[pixel_format_facts(self.pix_fmt)[1]]
         return (w * h + chroma) * self.bytes_per_sample
 
     def source(self) -> SourceFormat:
         """The stream's facts for the clip's output description."""
-        return SourceFormat(width=self.width, height=self.height, frame_rate=self.rate,
-                            time_base=1 / self.rate if self.rate else Fraction(1, 25), pix_fmt=self.pix_fmt,
-                            colour=Colour(range=FULL if self.full_range else LIMITED), interlaced=False,
-                            field_order="progressive")
+        return SourceFormat(
+            width=self.width,
+            height=self.height,
+            frame_rate=self.rate,
+            time_base=1 / self.rate if self.rate else Fraction(1, 25),
+            pix_fmt=self.pix_fmt,
+            colour=Colour(range=FULL if self.full_range else LIMITED),
+            interlaced=False,
+            field_order="progressive",
+        )
 
 
 def _read_line(stream: BinaryIO, what: str) -> bytes | None:
@@ -74,8 +100,10 @@ def _read_line(stream: BinaryIO, what: str) -> bytes | None:
 def parse_y4m_header(line: bytes) -> StreamFormat:
     text = line.decode("ascii", errors="replace")
     if not text.startswith("YUV4MPEG2"):
-        raise PipeFormatError(f"not a y4m stream: it starts with {text[:20]!r} instead of 'YUV4MPEG2' "
-                              "(use --format rawvideo for raw rgb24)")
+        raise PipeFormatError(
+            f"not a y4m stream: it starts with {text[:20]!r} instead of 'YUV4MPEG2' "
+            "(use --format rawvideo for raw rgb24)"
+        )
     tokens = text.split()[1:]
     fields = {token[0]: token[1:] for token in tokens if token[0] != "X"}
     extensions = dict(token[1:].partition("=")[::2] for token in tokens if token[0] == "X")
@@ -87,8 +115,9 @@ def parse_y4m_header(line: bytes) -> StreamFormat:
         raise PipeFormatError(f"malformed y4m header (needs W, H and F num:den): {text!r}") from None
     chroma = fields.get("C", "420jpeg")
     if chroma not in _CHROMA:
-        raise PipeFormatError(f"y4m colour space C{chroma} is not supported (420, 422, 444 or mono at 8, 10, 12 "
-                              "or 16 bits)")
+        raise PipeFormatError(
+            f"y4m colour space C{chroma} is not supported (420, 422, 444 or mono at 8, 10, 12 or 16 bits)"
+        )
     if width <= 0 or height <= 0:
         raise PipeFormatError(f"y4m frame size {width}x{height} is not valid")
     colour_range = extensions.get("COLORRANGE", "LIMITED").upper()
@@ -143,8 +172,9 @@ def read_raw_rgb(stream: BinaryIO, width: int, height: int) -> Iterator[np.ndarr
         if not data:
             return
         if len(data) != size:
-            raise PipeFormatError(f"raw frame {index} is truncated: {len(data)} of {size} bytes "
-                                  f"(is --size {width}x{height} right?)")
+            raise PipeFormatError(
+                f"raw frame {index} is truncated: {len(data)} of {size} bytes (is --size {width}x{height} right?)"
+            )
         yield np.frombuffer(data, np.uint8).reshape(height, width, 3)
         index += 1
 
@@ -152,8 +182,15 @@ def read_raw_rgb(stream: BinaryIO, width: int, height: int) -> Iterator[np.ndarr
 class Y4MWriter:
     """y4m out in `pix_fmt` (8-bit or deeper, any chroma subsampling y4m names)."""
 
-    def __init__(self, stream: BinaryIO, width: int, height: int, rate: Fraction, full_range: bool = False,
-                 pix_fmt: str = "yuv420p"):
+    def __init__(
+        self,
+        stream: BinaryIO,
+        width: int,
+        height: int,
+        rate: Fraction,
+        full_range: bool = False,
+        pix_fmt: str = "yuv420p",
+    ):
         if pix_fmt not in _TAG:
             raise PipeFormatError(f"y4m cannot carry {pix_fmt}")
         self.stream = stream
@@ -162,8 +199,10 @@ class Y4MWriter:
         self.matrix = untagged_matrix(height)
         rate = Fraction(rate)
         extension = " XCOLORRANGE=FULL" if full_range else ""
-        stream.write(f"YUV4MPEG2 W{width} H{height} F{rate.numerator}:{rate.denominator} Ip A1:1 C{_TAG[pix_fmt]}"
-                     f"{extension}\n".encode())
+        stream.write(
+            f"YUV4MPEG2 W{width} H{height} F{rate.numerator}:{rate.denominator} Ip A1:1 C{_TAG[pix_fmt]}"
+            f"{extension}\n".encode()
+        )
 
     def write(self, rgb: np.ndarray) -> None:
         yuv = rgb_to_frame(rgb, self.pix_fmt, self.matrix, self.full_range)

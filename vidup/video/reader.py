@@ -20,7 +20,14 @@ import av
 import av.error
 import numpy as np
 
-from vidup.errors import ConfigError, CorruptInputError, InputNotFoundError, NotAVideoError, NoVideoStreamError, TruncatedInputError
+from vidup.errors import (
+    ConfigError,
+    CorruptInputError,
+    InputNotFoundError,
+    NotAVideoError,
+    NoVideoStreamError,
+    TruncatedInputError,
+)
 from vidup.video.colour import Colour, HdrMetadata, frame_to_rgb
 from vidup.video.deinterlace import Deinterlacer, detect_interlacing, field_order_name, interlaced_from_flags
 from vidup.video.describe import SourceFormat
@@ -76,8 +83,12 @@ class VideoInfo:
     def passthrough_streams(self) -> tuple[StreamInfo, ...]:
         """The streams copied packet for packet into the output: audio, subtitles, data (a timecode track is
         rewritten from the timecode instead) and attachments (written with the header)."""
-        return tuple(s for s in self.streams if s.type in ("audio", "subtitle", "attachment")
-                     or (s.type == "data" and s.codec != "tmcd" and "TimeCode" not in s.metadata.get("handler_name", "")))
+        return tuple(
+            s
+            for s in self.streams
+            if s.type in ("audio", "subtitle", "attachment")
+            or (s.type == "data" and s.codec != "tmcd" and "TimeCode" not in s.metadata.get("handler_name", ""))
+        )
 
 
 @dataclass
@@ -110,11 +121,14 @@ class Repairs:
 
     def summary(self) -> str:
         parts = []
-        for name, text in (("damaged_packets", "damaged video packets skipped"), ("read_errors", "read errors skipped"),
-                           ("lost_frames", "frames lost to damage"),
-                           ("repaired_timestamps", "out-of-order or duplicate timestamps repaired"),
-                           ("resized_frames", "frames of another size scaled to the first frame's"),
-                           ("dropped_packets", "damaged or unmuxable audio/subtitle/data packets dropped")):
+        for name, text in (
+            ("damaged_packets", "damaged video packets skipped"),
+            ("read_errors", "read errors skipped"),
+            ("lost_frames", "frames lost to damage"),
+            ("repaired_timestamps", "out-of-order or duplicate timestamps repaired"),
+            ("resized_frames", "frames of another size scaled to the first frame's"),
+            ("dropped_packets", "damaged or unmuxable audio/subtitle/data packets dropped"),
+        ):
             if getattr(self, name):
                 parts.append(f"{getattr(self, name)} {text}")
         if self.shifted_start:
@@ -139,15 +153,22 @@ def _stream_info(stream) -> StreamInfo:
         codec = stream.codec_context.codec.canonical_name if stream.codec_context else "unknown"
     except Exception:  # data streams without a known codec
         codec = "unknown"
-    return StreamInfo(index=stream.index, type=stream.type, codec=codec,
-                      language=stream.language or stream.metadata.get("language"),
-                      disposition=_disposition_names(stream), metadata=dict(stream.metadata))
+    return StreamInfo(
+        index=stream.index,
+        type=stream.type,
+        codec=codec,
+        language=stream.language or stream.metadata.get("language"),
+        disposition=_disposition_names(stream),
+        metadata=dict(stream.metadata),
+    )
 
 
 def open_input(path: Path):
     if str(path) == "-":
-        raise ConfigError("vidup upscale reads files; for frames on stdin use `vidup filter` "
-                          "(ffmpeg -i IN -f yuv4mpegpipe - | vidup filter | ffmpeg -i - OUT)")
+        raise ConfigError(
+            "vidup upscale reads files; for frames on stdin use `vidup filter` "
+            "(ffmpeg -i IN -f yuv4mpegpipe - | vidup filter | ffmpeg -i - OUT)"
+        )
     if not path.exists():
         raise InputNotFoundError(f"input not found: {path}")
     if path.is_dir():
@@ -251,17 +272,39 @@ def probe(path: str | Path) -> VideoInfo:
         time_base = stream.time_base or Fraction(1, 90000)
         order = field_order_name(getattr(cc, "field_order", 0))
         source = SourceFormat(
-            width=first.width, height=first.height, frame_rate=rate, time_base=time_base, pix_fmt=first.format.name,
-            sample_aspect=_sample_aspect(stream), colour=Colour.of(first), hdr=HdrMetadata.from_frame(first),
-            interlaced=interlaced_from_flags(order, bool(first.interlaced_frame)), field_order=order,
-            timecode=_timecode(container, stream), rotation=int(first.rotation or 0))
+            width=first.width,
+            height=first.height,
+            frame_rate=rate,
+            time_base=time_base,
+            pix_fmt=first.format.name,
+            sample_aspect=_sample_aspect(stream),
+            colour=Colour.of(first),
+            hdr=HdrMetadata.from_frame(first),
+            interlaced=interlaced_from_flags(order, bool(first.interlaced_frame)),
+            field_order=order,
+            timecode=_timecode(container, stream),
+            rotation=int(first.rotation or 0),
+        )
         return VideoInfo(
-            path=path, format=container.format.name, width=first.width, height=first.height, frame_rate=rate,
-            time_base=time_base, start_time=start, duration=duration, duration_is_exact=exact,
-            frame_count=stream.frames or None, pix_fmt=first.format.name, codec=cc.name,
-            streams=tuple(_stream_info(s) for s in container.streams), video_index=stream.index, source=source,
-            truncated=_cut_short(path, container.format.name), tags=dict(container.metadata),
-            chapters=tuple(container.chapters()))
+            path=path,
+            format=container.format.name,
+            width=first.width,
+            height=first.height,
+            frame_rate=rate,
+            time_base=time_base,
+            start_time=start,
+            duration=duration,
+            duration_is_exact=exact,
+            frame_count=stream.frames or None,
+            pix_fmt=first.format.name,
+            codec=cc.name,
+            streams=tuple(_stream_info(s) for s in container.streams),
+            video_index=stream.index,
+            source=source,
+            truncated=_cut_short(path, container.format.name),
+            tags=dict(container.metadata),
+            chapters=tuple(container.chapters()),
+        )
     finally:
         container.close()
 
@@ -322,8 +365,15 @@ class VideoReader:
 
     SEEK_BACK = (0.0, 1.0, 4.0, 15.0)  # seconds before a start to seek to, tried in turn until one lands before it
 
-    def __init__(self, path: str | Path, info: VideoInfo | None = None, *, on_decode_error: str = "fail",
-                 description: "OutputDescription | None" = None, max_side: int = 0):
+    def __init__(
+        self,
+        path: str | Path,
+        info: VideoInfo | None = None,
+        *,
+        on_decode_error: str = "fail",
+        description: "OutputDescription | None" = None,
+        max_side: int = 0,
+    ):
         self.path = Path(path)
         self.max_side = max_side  # > 0: frames are scaled to at most this long side (cheap analysis passes)
         self.info = info or probe(self.path)
@@ -367,8 +417,9 @@ class VideoReader:
                     if frame.time is not None and self.last_time is not None and frame.time > self.last_time:
                         self.interval = frame.time - self.last_time
                     self.last_time = frame.time
-                    yield Frame(index=index, pts=frame.pts, time_base=frame.time_base or info.time_base,
-                                rgb=self._to_rgb(frame))
+                    yield Frame(
+                        index=index, pts=frame.pts, time_base=frame.time_base or info.time_base, rgb=self._to_rgb(frame)
+                    )
                 index += 1
             if not stopped:
                 self._check_complete(index or 0)
@@ -387,8 +438,9 @@ class VideoReader:
             stream.thread_type = "AUTO"
             target = None if back is None else start_seconds - back
             if target is not None and target > 0:
-                container.seek(int((info.start_time + target) / info.time_base), stream=stream, backward=True,
-                               any_frame=False)
+                container.seek(
+                    int((info.start_time + target) / info.time_base), stream=stream, backward=True, any_frame=False
+                )
             frames = self._frames_from(container, stream)
             first = next(frames, None)
             landed = None if first is None or first.time is None else first.time - info.start_time
@@ -407,7 +459,7 @@ class VideoReader:
         last_pts = None
         for frame in self._decode(container, stream):
             frame = self._normalise_size(frame)
-            for out in (deinterlacer.push(frame) if deinterlacer else (frame,)):
+            for out in deinterlacer.push(frame) if deinterlacer else (frame,):
                 last_pts = self._repair_pts(out, last_pts)
                 yield out
         for out in deinterlacer.flush() if deinterlacer else ():
@@ -416,8 +468,11 @@ class VideoReader:
 
     def _fail_or_count(self, counter: str, message: str, decoded: int) -> None:
         if self.on_decode_error != "skip":
-            raise CorruptInputError(f"{self.path}: {message} after {decoded} decoded frames; pass --on-decode-error "
-                                    "skip to continue past damaged data", decoded)
+            raise CorruptInputError(
+                f"{self.path}: {message} after {decoded} decoded frames; pass --on-decode-error "
+                "skip to continue past damaged data",
+                decoded,
+            )
         setattr(self.repairs, counter, getattr(self.repairs, counter) + 1)
 
     def _decode(self, container, stream) -> Iterator[av.VideoFrame]:
@@ -434,8 +489,9 @@ class VideoReader:
             except av.error.FFmpegError as exc:
                 errors_in_a_row += 1
                 if self.on_decode_error != "skip" or errors_in_a_row > MAX_CONSECUTIVE_READ_ERRORS:
-                    raise CorruptInputError(f"{self.path}: read error after {decoded} decoded frames: {exc}",
-                                            decoded) from None
+                    raise CorruptInputError(
+                        f"{self.path}: read error after {decoded} decoded frames: {exc}", decoded
+                    ) from None
                 self.repairs.read_errors += 1
                 packets = container.demux(stream)  # the demuxer goes on from where it stopped
                 continue
@@ -471,9 +527,11 @@ class VideoReader:
             lost = max(lost, holes)
         if lost:
             if self.on_decode_error != "skip":
-                raise CorruptInputError(f"{self.path}: {lost} frames could not be decoded (damaged data; "
-                                        f"{count} frames decoded); pass --on-decode-error skip to upscale the rest",
-                                        count)
+                raise CorruptInputError(
+                    f"{self.path}: {lost} frames could not be decoded (damaged data; "
+                    f"{count} frames decoded); pass --on-decode-error skip to upscale the rest",
+                    count,
+                )
             self.repairs.lost_frames += lost
 
     def _normalise_size(self, frame: av.VideoFrame) -> av.VideoFrame:
@@ -497,8 +555,11 @@ class VideoReader:
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         if self.max_side and max(frame.width, frame.height) > self.max_side:
             factor = self.max_side / max(frame.width, frame.height)
-            frame = frame.reformat(width=max(2, round(frame.width * factor)), height=max(2, round(frame.height * factor)),
-                                   interpolation="AREA")
+            frame = frame.reformat(
+                width=max(2, round(frame.width * factor)),
+                height=max(2, round(frame.height * factor)),
+                interpolation="AREA",
+            )
         d = self.description
         if d is None:
             return frame_to_rgb(frame)
@@ -516,8 +577,10 @@ class VideoReader:
             frame = max(1.0 / rate, self.interval or 0.0)
             slack = 2.0 * frame if info.duration_is_exact else 1.0
             if last_time + frame < info.start_time + info.duration - slack:
-                problem = (f"the video stops at {last_time - info.start_time:.2f} s of the {info.duration:.2f} s "
-                           f"the file declares ({count} frames decoded)")
+                problem = (
+                    f"the video stops at {last_time - info.start_time:.2f} s of the {info.duration:.2f} s "
+                    f"the file declares ({count} frames decoded)"
+                )
         if problem is None:
             return
         if self.on_decode_error == "skip":
@@ -525,7 +588,9 @@ class VideoReader:
             return
         raise CorruptInputError(
             f"{self.path}: {problem}; the file is truncated or damaged. "
-            "Pass --on-decode-error skip to upscale what is there", count)
+            "Pass --on-decode-error skip to upscale what is there",
+            count,
+        )
 
 
 def _prepend(first, rest: Iterator) -> Iterator:

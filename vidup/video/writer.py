@@ -37,17 +37,32 @@ from vidup.video.reader import Repairs, StreamInfo, VideoInfo, open_input
 log = logging.getLogger(__name__)
 
 MUXER_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands"}  # the muxer's own, rewritten
-FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
-           ".ts": "mpegts", ".m2ts": "mpegts", ".mts": "mpegts", ".mxf": "mxf", ".nut": "nut"}
+FORMATS = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mov": "mov",
+    ".mkv": "matroska",
+    ".webm": "webm",
+    ".avi": "avi",
+    ".ts": "mpegts",
+    ".m2ts": "mpegts",
+    ".mts": "mpegts",
+    ".mxf": "mxf",
+    ".nut": "nut",
+}
 
 
 def check_output_path(output: Path, input_path: Path | None, overwrite: bool) -> None:
     """Refuse unusable output paths before anything expensive happens."""
     if str(output) == "-":
-        raise OutputPathError("vidup upscale writes files; to write frames to stdout use `vidup filter` "
-                              "(... | vidup filter | ffmpeg -f yuv4mpegpipe -i - OUT)")
-    same = input_path is not None and (output.resolve() == input_path.resolve()
-                                       or (output.exists() and input_path.exists() and output.samefile(input_path)))
+        raise OutputPathError(
+            "vidup upscale writes files; to write frames to stdout use `vidup filter` "
+            "(... | vidup filter | ffmpeg -f yuv4mpegpipe -i - OUT)"
+        )
+    same = input_path is not None and (
+        output.resolve() == input_path.resolve()
+        or (output.exists() and input_path.exists() and output.samefile(input_path))
+    )
     if same:  # resolve() catches "./in.mp4", samefile() hard links
         raise OutputPathError(f"output {output} is the input file; choose another name")
     if output.is_dir():
@@ -75,14 +90,17 @@ def check_encoder(codec: str) -> None:
     except (av.error.FFmpegError, OSError) as exc:
         raise UnsupportedStreamError(
             f"{codec} needs an NVIDIA GPU and its driver, and this machine has none that works "
-            f"({exc.__class__.__name__}); use --codec libx264 or libx265") from None
+            f"({exc.__class__.__name__}); use --codec libx264 or libx265"
+        ) from None
 
 
 def format_for(path: Path) -> str:
     try:
         return FORMATS[path.suffix.lower()]
     except KeyError:
-        raise OutputPathError(f"unsupported output extension '{path.suffix}'; use one of {', '.join(FORMATS)}") from None
+        raise OutputPathError(
+            f"unsupported output extension '{path.suffix}'; use one of {', '.join(FORMATS)}"
+        ) from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -179,14 +197,25 @@ def add_video_stream(container, d: OutputDescription, output: OutputConfig, suff
     return stream
 
 
-def output_frame(rgb: np.ndarray, d: OutputDescription, pts: int | None, time_base: Fraction | None,
-                 shift: float, stream_time_base: Fraction, fallback_pts: int) -> av.VideoFrame:
+def output_frame(
+    rgb: np.ndarray,
+    d: OutputDescription,
+    pts: int | None,
+    time_base: Fraction | None,
+    shift: float,
+    stream_time_base: Fraction,
+    fallback_pts: int,
+) -> av.VideoFrame:
     """An upscaled frame as the encoder takes it: the output pixel format and colour tags, and the source's pts
     moved by `shift` seconds (the output's time zero) into the stream's clock."""
     frame = rgb_to_frame(rgb, d.pix_fmt, d.colour.swscale_matrix, d.colour.full_range)
     c = d.colour
-    frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = (c.primaries, c.transfer,
-                                                                                   c.matrix, c.range)
+    frame.color_primaries, frame.color_trc, frame.colorspace, frame.color_range = (
+        c.primaries,
+        c.transfer,
+        c.matrix,
+        c.range,
+    )
     tb = time_base or stream_time_base
     if pts is not None:
         frame.pts = int(round((pts - int(round(shift / tb))) * tb / stream_time_base))
@@ -202,9 +231,17 @@ class VideoWriter:
     its start is the output's time zero (so a trim, or a negative start, begins at 0). `timecode_offset`: seconds
     a trim skips, so the timecode track names the first frame kept."""
 
-    def __init__(self, path: str | Path, description: OutputDescription, output: OutputConfig,
-                 source: VideoInfo | None = None, window: tuple[float | None, float | None] | None = None,
-                 overwrite: bool = False, repairs: Repairs | None = None, timecode_offset: float = 0.0):
+    def __init__(
+        self,
+        path: str | Path,
+        description: OutputDescription,
+        output: OutputConfig,
+        source: VideoInfo | None = None,
+        window: tuple[float | None, float | None] | None = None,
+        overwrite: bool = False,
+        repairs: Repairs | None = None,
+        timecode_offset: float = 0.0,
+    ):
         self.path = Path(path)
         self.timecode_offset = timecode_offset  # seconds from the source's first frame to the output's first
         self.description = description
@@ -288,8 +325,13 @@ class VideoWriter:
                 self._video.metadata[key] = video_in.metadata[key]
         if not source.chapters:
             return
-        shift = (self.window[0] if self.window and self.window[0] is not None
-                 else source.start_time + self.timecode_offset if self.timecode_offset else 0.0)
+        shift = (
+            self.window[0]
+            if self.window and self.window[0] is not None
+            else source.start_time + self.timecode_offset
+            if self.timecode_offset
+            else 0.0
+        )
         end = self.window[1] if self.window else None
         chapters = []
         for chapter in source.chapters:
@@ -303,14 +345,16 @@ class VideoWriter:
         try:
             self._container.set_chapters(chapters)
         except (ValueError, av.error.FFmpegError):
-            self.notes.append(f"{self.path.suffix} files cannot hold chapters; the source's {len(chapters)} are "
-                              "not kept")
+            self.notes.append(
+                f"{self.path.suffix} files cannot hold chapters; the source's {len(chapters)} are not kept"
+            )
 
     def _cannot_hold(self, info: StreamInfo) -> UnsupportedStreamError:
         what = {"attachment": "attachment", "data": "data stream"}.get(info.type, f"{info.type} stream")
         return UnsupportedStreamError(
             f"{self.path.suffix} files cannot hold the {what} #{info.index} ({info.codec}) without re-encoding it; "
-            "use an .mkv output to keep it untouched")
+            "use an .mkv output to keep it untouched"
+        )
 
     def _start(self) -> None:
         """Write the header. A stream the muxer refuses here is named (each is tried alone in memory)."""
@@ -411,8 +455,9 @@ class VideoWriter:
             raise OutputWriteError(f"writing {self.path} failed: {os_error_text(exc)}") from None
 
     def write(self, rgb: np.ndarray, pts: int | None, time_base: Fraction | None = None) -> None:
-        frame = output_frame(rgb, self.description, pts, time_base, self._shift, self._video.time_base,
-                             self.frames_written)
+        frame = output_frame(
+            rgb, self.description, pts, time_base, self._shift, self._video.time_base, self.frames_written
+        )
         try:
             if self._copied:
                 self._mux_passthrough(float(frame.pts * self._video.time_base) + self._shift)

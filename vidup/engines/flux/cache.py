@@ -176,8 +176,9 @@ class TaylorSeerCache:
 
         self.transformer = transformer
         dtype = next(transformer.parameters()).dtype
-        transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=warmup,
-                                                       taylor_factors_dtype=dtype))
+        transformer.enable_cache(
+            TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=warmup, taylor_factors_dtype=dtype)
+        )
         self.stats = CacheStats()
         self._name = ""
 

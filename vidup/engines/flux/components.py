@@ -49,7 +49,12 @@ class FluxComponents:
 
     @classmethod
     def load(cls, base_dir: Path, controlnet_dir: Path, dtypes: dict[str, torch.dtype]) -> "FluxComponents":
-        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxControlNetModel, FluxTransformer2DModel
+        from diffusers import (
+            AutoencoderKL,
+            FlowMatchEulerDiscreteScheduler,
+            FluxControlNetModel,
+            FluxTransformer2DModel,
+        )
         from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
         def load(loader, folder, subfolder=None, dtype=None):
@@ -62,7 +67,9 @@ class FluxComponents:
                 return loader.from_pretrained(str(folder), **kwargs)
             except (OSError, ValueError, KeyError) as exc:
                 where = Path(folder) / (subfolder or "")
-                raise ModelFormatError(f"{where}: cannot be loaded as {getattr(loader, '__name__', loader)}: {exc}") from None
+                raise ModelFormatError(
+                    f"{where}: cannot be loaded as {getattr(loader, '__name__', loader)}: {exc}"
+                ) from None
 
         components = cls(
             transformer=load(FluxTransformer2DModel, base_dir, "transformer", dtypes["transformer"]),
@@ -84,8 +91,10 @@ class FluxComponents:
         for module in (self.transformer, self.controlnet):
             module.eval()
         if getattr(self.controlnet, "input_hint_block", None) is not None or getattr(self.controlnet, "union", False):
-            raise ModelFormatError(f"{controlnet_dir}: an XLabs or Union ControlNet; vidup runs InstantX-style "
-                                   "ControlNets such as the FLUX ControlNet upscaler")
+            raise ModelFormatError(
+                f"{controlnet_dir}: an XLabs or Union ControlNet; vidup runs InstantX-style "
+                "ControlNets such as the FLUX ControlNet upscaler"
+            )
         if self.controlnet.config.in_channels != self.transformer.config.in_channels:
             raise ModelFormatError(f"{controlnet_dir}: this ControlNet does not fit the FLUX model in {base_dir}")
         for module in (self.vae, self.text_encoder, self.text_encoder_2):
@@ -141,19 +150,24 @@ def load_lora(transformer: nn.Module, path: Path, adapter_name: str) -> None:
     try:
         # The metadata (diffusers' saved LoraConfig: rank, alpha) sets the scale alpha / rank; without it a LoRA whose
         # alpha differs from its rank would load at rank / alpha times its trained strength.
-        state_dict, alphas, metadata = FluxPipeline.lora_state_dict(str(path), return_alphas=True,
-                                                                     return_lora_metadata=True)
+        state_dict, alphas, metadata = FluxPipeline.lora_state_dict(
+            str(path), return_alphas=True, return_lora_metadata=True
+        )
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         raise ModelFormatError(f"{path}: not a FLUX LoRA ({exc})") from None
     text_keys = [k for k in state_dict if k.startswith(("text_encoder.", "text_encoder_2."))]
     if text_keys:
-        log.warning("%s: its %d text-encoder LoRA weights are not used (vidup applies LoRAs to the transformer)",
-                    path, len(text_keys))
+        log.warning(
+            "%s: its %d text-encoder LoRA weights are not used (vidup applies LoRAs to the transformer)",
+            path,
+            len(text_keys),
+        )
     state_dict = {k: v for k, v in state_dict.items() if k not in text_keys}
     if not any("lora" in k for k in state_dict):
         raise ModelFormatError(f"{path}: holds no FLUX transformer LoRA weights")
     try:
-        FluxPipeline.load_lora_into_transformer(state_dict, network_alphas=alphas, transformer=transformer,
-                                                adapter_name=adapter_name, metadata=metadata)
+        FluxPipeline.load_lora_into_transformer(
+            state_dict, network_alphas=alphas, transformer=transformer, adapter_name=adapter_name, metadata=metadata
+        )
     except (ValueError, KeyError, RuntimeError) as exc:
         raise ModelFormatError(f"{path}: does not fit this FLUX transformer ({exc})") from None

@@ -33,8 +33,14 @@ from vidup.engines.flux.sampler import Pin, Step, sample_euler, start
 from vidup.engines.flux.schedule import Plan, Schedules, image_seq_len
 from vidup.steps import start_index
 from vidup.engines.flux.tiles import Tile, needs_tiles, plan_tiles, tiled_velocity
-from vidup.engines.flux.weights import (BASE_PARTS, BASE_PATTERNS, CONTROLNET_PARTS, CONTROLNET_PATTERNS, resolve_lora,
-                                        resolve_model_dir)
+from vidup.engines.flux.weights import (
+    BASE_PARTS,
+    BASE_PATTERNS,
+    CONTROLNET_PARTS,
+    CONTROLNET_PATTERNS,
+    resolve_lora,
+    resolve_model_dir,
+)
 from vidup.errors import ConfigError
 from vidup.pixels import from_unit
 from vidup.sizing import resize_rgb, round_up_to
@@ -84,22 +90,35 @@ class Conditioning:
     control_guidance: torch.Tensor | None = None  # the ControlNet's, where it embeds guidance and the base does not
 
 
-def make_conditioning(tokens: torch.Tensor, pooled: torch.Tensor, latent_h: int, latent_w: int, device, dtype,
-                      guidance: float | None, batch: int = 1, control_guidance: float | None = None) -> Conditioning:
+def make_conditioning(
+    tokens: torch.Tensor,
+    pooled: torch.Tensor,
+    latent_h: int,
+    latent_w: int,
+    device,
+    dtype,
+    guidance: float | None,
+    batch: int = 1,
+    control_guidance: float | None = None,
+) -> Conditioning:
     """What the transformer takes besides the latents: prompt embeddings, position ids, the guidance value (for
     guidance-distilled models, None otherwise; FLUX.1-schnell embeds none, while the ControlNet upscaler, trained on
     FLUX.1-dev, still takes one)."""
     tokens = tokens.to(device, dtype)
     as_tensor = lambda value: None if value is None else torch.full([batch], value, device=device, dtype=torch.float32)  # noqa: E731
     return Conditioning(
-        tokens=tokens, pooled=pooled.to(device, dtype),
+        tokens=tokens,
+        pooled=pooled.to(device, dtype),
         txt_ids=torch.zeros(tokens.shape[1], 3, device=device, dtype=dtype),
         img_ids=lat.image_ids(latent_h, latent_w, device, dtype),
-        guidance=as_tensor(guidance), control_guidance=as_tensor(control_guidance))
+        guidance=as_tensor(guidance),
+        control_guidance=as_tensor(control_guidance),
+    )
 
 
-def flux_velocity(transformer, controlnet, cond: Conditioning, control: torch.Tensor | None = None,
-                  conditioning_scale: float = 1.0):
+def flux_velocity(
+    transformer, controlnet, cond: Conditioning, control: torch.Tensor | None = None, conditioning_scale: float = 1.0
+):
     """velocity(x, sigma): the FLUX transformer (with the ControlNet's residuals when `control` is given) as the
     pipelines call it. Inference and LoRA training both call the model through here."""
     dtype = transformer.dtype
@@ -111,14 +130,27 @@ def flux_velocity(transformer, controlnet, cond: Conditioning, control: torch.Te
     def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         hidden = x.to(dtype)
         timestep = (sigma * 1000).expand(x.shape[0]).to(x.device, dtype) / 1000  # as the pipelines round it
-        common = dict(timestep=timestep, pooled_projections=cond.pooled, encoder_hidden_states=cond.tokens,
-                      txt_ids=cond.txt_ids, img_ids=cond.img_ids, return_dict=False)
+        common = dict(
+            timestep=timestep,
+            pooled_projections=cond.pooled,
+            encoder_hidden_states=cond.tokens,
+            txt_ids=cond.txt_ids,
+            img_ids=cond.img_ids,
+            return_dict=False,
+        )
         residuals = {}
         if control is not None:
-            blocks, singles = controlnet(hidden_states=hidden, controlnet_cond=control, controlnet_mode=None,
-                                         conditioning_scale=scale, guidance=control_guidance, **common)
-            residuals = dict(controlnet_block_samples=blocks, controlnet_single_block_samples=singles,
-                             controlnet_blocks_repeat=False)
+            blocks, singles = controlnet(
+                hidden_states=hidden,
+                controlnet_cond=control,
+                controlnet_mode=None,
+                conditioning_scale=scale,
+                guidance=control_guidance,
+                **common,
+            )
+            residuals = dict(
+                controlnet_block_samples=blocks, controlnet_single_block_samples=singles, controlnet_blocks_repeat=False
+            )
         return transformer(hidden_states=hidden, guidance=cond.guidance, **common, **residuals)[0]
 
     return velocity
@@ -138,12 +170,20 @@ class FluxEngine:
         self.lora_files = [resolve_lora(spec, flux.allow_download) for spec in flux.loras]
         self.turbo_file = resolve_lora(flux.turbo_lora, flux.allow_download) if flux.turbo_lora else None
         if components is None:
-            base_dir = resolve_model_dir(flux.model, "FLUX base model", "--flux-model", BASE_PARTS,
-                                         flux.allow_download, BASE_PATTERNS)
-            controlnet_dir = resolve_model_dir(flux.controlnet, "FLUX ControlNet upscaler", "--controlnet",
-                                               CONTROLNET_PARTS, flux.allow_download, CONTROLNET_PATTERNS)
-            components = FluxComponents.load(base_dir, controlnet_dir,
-                                             component_dtypes(self.placement.dtype, self.placement.device))
+            base_dir = resolve_model_dir(
+                flux.model, "FLUX base model", "--flux-model", BASE_PARTS, flux.allow_download, BASE_PATTERNS
+            )
+            controlnet_dir = resolve_model_dir(
+                flux.controlnet,
+                "FLUX ControlNet upscaler",
+                "--controlnet",
+                CONTROLNET_PARTS,
+                flux.allow_download,
+                CONTROLNET_PATTERNS,
+            )
+            components = FluxComponents.load(
+                base_dir, controlnet_dir, component_dtypes(self.placement.dtype, self.placement.device)
+            )
         self.components = components
         self.codec = lat.VaeCodec(components.vae)
         self.schedules = Schedules(components.scheduler_config, flux.resolution_shift)
@@ -199,8 +239,9 @@ class FluxEngine:
         side = spec.long_side or 1024
         return side, side
 
-    def place(self, size: tuple[int, int] | None = None, free_memory: int | None = None,
-              plan: MemoryPlan | None = None) -> None:
+    def place(
+        self, size: tuple[int, int] | None = None, free_memory: int | None = None, plan: MemoryPlan | None = None
+    ) -> None:
         """Place the components, encode the clip's prompt, set up cache and compile. Runs once, before the first
         frame (or earlier, to report the plan). `free_memory` overrides the device's free bytes, `plan` the
         plan itself."""
@@ -209,9 +250,14 @@ class FluxEngine:
         flux, device = self.flux, self.placement.device
         width, height = size or self.planning_size()
         free = free_memory if free_memory is not None else free_device_memory(device)
-        plan = plan or choose_memory_plan(flux.offload, device, self.components.sizes(),
-                                          working_bytes(width, height, flux.working_gib_per_mpix), free,
-                                          int(flux.reserve_gib * 2**30))
+        plan = plan or choose_memory_plan(
+            flux.offload,
+            device,
+            self.components.sizes(),
+            working_bytes(width, height, flux.working_gib_per_mpix),
+            free,
+            int(flux.reserve_gib * 2**30),
+        )
         log.info("FLUX memory plan: %s (%s)", plan.offload, plan.reason)
         self.placer = Placer(self.components.modules(), plan, device)
         self.placer.prompt_phase()
@@ -221,8 +267,9 @@ class FluxEngine:
         if flux.vae_tiling:
             self.components.vae.enable_tiling()
         transformer = self.components.transformer
-        self.cache = make_cache(flux.cache, transformer, flux.cache_threshold, flux.taylorseer_interval,
-                                flux.taylorseer_warmup)
+        self.cache = make_cache(
+            flux.cache, transformer, flux.cache_threshold, flux.taylorseer_interval, flux.taylorseer_warmup
+        )
         if flux.compile:
             transformer.compile_repeated_blocks(fullgraph=False, dynamic=False, backend=flux.compile_backend)
 
@@ -265,9 +312,15 @@ class FluxEngine:
         if key not in self._conditioning:
             controlnet = self.components.controlnet
             self._conditioning[key] = make_conditioning(
-                self.prompt.tokens, self.prompt.pooled, latent_h, latent_w, self.codec.device,
-                self.components.transformer.dtype, self.flux.guidance if self.components.guidance_embeds else None,
-                control_guidance=self.flux.guidance if controlnet.config.guidance_embeds else None)
+                self.prompt.tokens,
+                self.prompt.pooled,
+                latent_h,
+                latent_w,
+                self.codec.device,
+                self.components.transformer.dtype,
+                self.flux.guidance if self.components.guidance_embeds else None,
+                control_guidance=self.flux.guidance if controlnet.config.guidance_embeds else None,
+            )
         return self._conditioning[key]
 
     def tiles(self, latent_h: int, latent_w: int) -> list[Tile] | None:
@@ -281,8 +334,9 @@ class FluxEngine:
 
     def denoiser(self, cond: Conditioning, control: torch.Tensor | None = None):
         """velocity(x, sigma) for stage 1 (control None) or stage 2 (control: packed control latents)."""
-        return flux_velocity(self.components.transformer, self.components.controlnet, cond, control,
-                             self.flux.conditioning_scale)
+        return flux_velocity(
+            self.components.transformer, self.components.controlnet, cond, control, self.flux.conditioning_scale
+        )
 
     def frame_velocity(self, h: int, w: int, control: torch.Tensor | None = None):
         """velocity(x, sigma) over a whole (h, w) latent frame: one model call, or one per tile, blended (above
@@ -293,12 +347,23 @@ class FluxEngine:
         if tiles is None:
             return self.denoiser(self.conditioning(h, w), packed(control))
         cond = self.conditioning(tiles[0].h, tiles[0].w)  # every tile has the same size: one conditioning
-        return tiled_velocity(tiles, h, w, lambda t: self.denoiser(cond, packed(None if control is None else
-                                                                                  control[t.window])),
-                              self.cache.region)
+        return tiled_velocity(
+            tiles,
+            h,
+            w,
+            lambda t: self.denoiser(cond, packed(None if control is None else control[t.window])),
+            self.cache.region,
+        )
 
-    def run_stage(self, stage: str, plan: Plan, clean: torch.Tensor, noise: torch.Tensor,
-                  control: torch.Tensor | None = None, pin: Pin | None = None) -> torch.Tensor:
+    def run_stage(
+        self,
+        stage: str,
+        plan: Plan,
+        clean: torch.Tensor,
+        noise: torch.Tensor,
+        control: torch.Tensor | None = None,
+        pin: Pin | None = None,
+    ) -> torch.Tensor:
         """One stage: `clean` (1, C, h, w) latents noised to the plan's first sigma, denoised to the last. `control`
         (unpacked latents) selects stage 2. Returns unpacked latents."""
         h, w = clean.shape[-2:]
@@ -315,8 +380,15 @@ class FluxEngine:
 
     # --- propagation ----------------------------------------------------------------------------------------
 
-    def propagation(self, steps: int, strength: float, hand_off_strength: float, confidence: np.ndarray,
-                    target: torch.Tensor, noise: torch.Tensor) -> tuple[Plan, Pin]:
+    def propagation(
+        self,
+        steps: int,
+        strength: float,
+        hand_off_strength: float,
+        confidence: np.ndarray,
+        target: torch.Tensor,
+        noise: torch.Tensor,
+    ) -> tuple[Plan, Pin]:
         """Differential diffusion from a confidence map at latent resolution: fully trusted elements are held on
         the noised `target` down to the hand-off sigma, untrusted ones (below temporal.flux_min_cell_trust) are
         never held (they start from the current frame at the keyframe's sigma), partly trusted ones are released
@@ -327,16 +399,25 @@ class FluxEngine:
         trust[trust < self.config.temporal.flux_min_cell_trust] = 0.0
         hand_off_strength = min(hand_off_strength, strength)
         seq_len = (h // 2) * (w // 2)
-        plan = self.schedules.propagated(steps, strength, hand_off_strength, seq_len, new_content=bool((trust < 1).any()),
-                                         new_content_steps=self.config.temporal.new_content_steps)
+        plan = self.schedules.propagated(
+            steps,
+            strength,
+            hand_off_strength,
+            seq_len,
+            new_content=bool((trust < 1).any()),
+            new_content_steps=self.config.temporal.new_content_steps,
+        )
         full = self.schedules.full(steps, seq_len)
         sigma_key = float(full[start_index(steps, strength)])
         release = sigma_key - trust * (sigma_key - plan.hand_off)
         release[trust <= 0] = np.inf
         release_map = torch.from_numpy(release.astype(np.float32))[None, None].expand(1, target.shape[1], h, w)
         device = target.device
-        pin = Pin(target=lat.pack(target.float()), noise=lat.pack(noise.to(device, torch.float32)),
-                  release=lat.pack(release_map.contiguous()).to(device))
+        pin = Pin(
+            target=lat.pack(target.float()),
+            noise=lat.pack(noise.to(device, torch.float32)),
+            release=lat.pack(release_map.contiguous()).to(device),
+        )
         return plan, pin
 
     def _is_propagated(self, prior: "TemporalPrior | None") -> bool:
@@ -360,15 +441,19 @@ class FluxEngine:
         flow = upsample_flow(prior.flows.prev_to_cur, w, h)
         visible = consistent_flow(prior.flows.prev_to_cur, prior.flows.cur_to_prev).astype(np.float32)
         valid = cv2.resize(visible, (w, h), interpolation=cv2.INTER_AREA) > 0.5
-        fields = {stage: prior.carry.noise[stage].advance(flow, valid, fresh_noise(shape, seed, i, since))
-                  for i, stage in enumerate(STAGES)}
+        fields = {
+            stage: prior.carry.noise[stage].advance(flow, valid, fresh_noise(shape, seed, i, since))
+            for i, stage in enumerate(STAGES)
+        }
         return {stage: f.noise for stage, f in fields.items()}, fields, since
 
     # --- per frame ------------------------------------------------------------------------------------------
 
     def check_inputs(self, frame: np.ndarray, size: tuple[int, int]) -> None:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype not in (np.uint8, np.uint16):
-            raise ConfigError(f"the flux engine takes HxWx3 uint8 or uint16 RGB frames, got {frame.shape} {frame.dtype}")
+            raise ConfigError(
+                f"the flux engine takes HxWx3 uint8 or uint16 RGB frames, got {frame.shape} {frame.dtype}"
+            )
         if min(size) < FLUX_MULTIPLE:
             raise ConfigError(f"flux output sides must be at least {FLUX_MULTIPLE} pixels, got {size}")
 
@@ -410,13 +495,15 @@ class FluxEngine:
         # 1. img2img rebuilds structure; trusted content is held on the warped previous stage-1 result
         if propagated:
             target = self.codec.encode(to_work(prior.warp(prior.carry.stage1)))
-            plan, pin = self.propagation(steps1, flux.strength, temporal.flux_strength, confidence, target,
-                                         noises["stage1"])
+            plan, pin = self.propagation(
+                steps1, flux.strength, temporal.flux_strength, confidence, target, noises["stage1"]
+            )
         else:
             plan, pin = self.schedules.keyframe(steps1, flux.strength, seq_len), None
         depth = frame.dtype  # decoded images come back at the frame's precision
-        stage1 = anchor(from_unit(self.codec.decode(self.run_stage("stage1", plan, z_init, noises["stage1"], pin=pin)),
-                                  depth), init)
+        stage1 = anchor(
+            from_unit(self.codec.decode(self.run_stage("stage1", plan, z_init, noises["stage1"], pin=pin)), depth), init
+        )
         t2 = time.perf_counter()
 
         # 2. the ControlNet upscaler restores texture, conditioned on (and started from) the stage-1 result; one
@@ -425,23 +512,35 @@ class FluxEngine:
         control = z_stage1 if flux.control_image == "stage1" else z_init
         if propagated:
             target = self.codec.encode(to_work(prior.warped_output))
-            plan, pin = self.propagation(steps2, flux.stage2_strength, temporal.flux_stage2_strength, confidence,
-                                         target, noises["stage2"])
+            plan, pin = self.propagation(
+                steps2, flux.stage2_strength, temporal.flux_stage2_strength, confidence, target, noises["stage2"]
+            )
         else:
             plan, pin = self.schedules.keyframe(steps2, flux.stage2_strength, seq_len), None
-        final = anchor(from_unit(self.codec.decode(self.run_stage("stage2", plan, z_stage1, noises["stage2"],
-                                                                  control=control, pin=pin)), depth), init)
+        final = anchor(
+            from_unit(
+                self.codec.decode(self.run_stage("stage2", plan, z_stage1, noises["stage2"], control=control, pin=pin)),
+                depth,
+            ),
+            init,
+        )
         final = resize_rgb(final, *size)
         t3 = time.perf_counter()
 
         steps = sum(stats.steps_run.values()) - steps_before
         stats.frames[kind] += 1
         stats.steps_by_kind[kind] += steps
-        stats.last_frame = {"kind": kind, "propagated": propagated, "steps": steps,
-                            "trusted": None if prior is None else prior.flows.trusted_fraction,
-                            "vae_encodes": self.codec.encodes - encodes_before}
+        stats.last_frame = {
+            "kind": kind,
+            "propagated": propagated,
+            "steps": steps,
+            "trusted": None if prior is None else prior.flows.trusted_fraction,
+            "vae_encodes": self.codec.encodes - encodes_before,
+        }
         suffix = " (propagated)" if propagated else ""
-        stages = [StageOutput(f"stage 0: {flux.init}", init, t1 - t0),
-                  StageOutput("stage 1: img2img" + suffix, stage1, t2 - t1),
-                  StageOutput("stage 2: ControlNet" + suffix, final, t3 - t2)]
+        stages = [
+            StageOutput(f"stage 0: {flux.init}", init, t1 - t0),
+            StageOutput("stage 1: img2img" + suffix, stage1, t2 - t1),
+            StageOutput("stage 2: ControlNet" + suffix, final, t3 - t2),
+        ]
         return EngineOutput(final, FluxCarry(resize_rgb(stage1, *size), fields, since), lambda: stages)

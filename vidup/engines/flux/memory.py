@@ -34,9 +34,17 @@ def working_bytes(width: int, height: int, gib_per_mpix: float) -> int:
     return int(width * height / 1e6 * gib_per_mpix * GIB)
 
 
-def choose_memory_plan(requested: str, device: torch.device, sizes: dict[str, int], working: int,
-                       free: int | None, reserve: int, *, resident: Collection[str] = (),
-                       allow_sequential: bool = True) -> MemoryPlan:
+def choose_memory_plan(
+    requested: str,
+    device: torch.device,
+    sizes: dict[str, int],
+    working: int,
+    free: int | None,
+    reserve: int,
+    *,
+    resident: Collection[str] = (),
+    allow_sequential: bool = True,
+) -> MemoryPlan:
     """`sizes`: bytes of each component's weights; `working`: bytes of activations at the output size; `free`:
     bytes free on the device now (None on CPU). `resident`: components already on the device; `free` excludes
     their bytes, so they count as present, not as needed again. `allow_sequential=False` (validation while a
@@ -57,23 +65,34 @@ def choose_memory_plan(requested: str, device: torch.device, sizes: dict[str, in
     # In `model` only the text encoders move for the prompt: resident denoising modules stay beside them.
     prompt_phase = text + sum(sizes[n] for n in resident if n in DENOISING_SET)
     if text + denoise + working <= budget:
-        return MemoryPlan("none", f"{asked}all weights ({gib(text + denoise)}) and activations ({gib(working)}) fit "
-                                  f"in {room}")
+        return MemoryPlan(
+            "none", f"{asked}all weights ({gib(text + denoise)}) and activations ({gib(working)}) fit in {room}"
+        )
     if max(prompt_phase, denoise + working) <= budget:
-        return MemoryPlan("model", f"{asked}the denoising set ({gib(denoise)}) and activations ({gib(working)}) fit "
-                                   f"in {room}, not with the text encoders ({gib(text)})")
+        return MemoryPlan(
+            "model",
+            f"{asked}the denoising set ({gib(denoise)}) and activations ({gib(working)}) fit "
+            f"in {room}, not with the text encoders ({gib(text)})",
+        )
     if allow_sequential:
-        return MemoryPlan("sequential", f"the denoising set ({gib(denoise)}) and activations ({gib(working)}) do "
-                                        f"not fit in {room}: blocks stream in per step")
-    plan = MemoryPlan("model", f"{asked}the denoising set ({gib(denoise)}) and activations ({gib(working)}), or the "
-                               f"text encoders ({gib(text)}) beside the resident modules, do not fit in {room}, and "
-                               f"sequential offload is ruled out: this may run out of memory")
+        return MemoryPlan(
+            "sequential",
+            f"the denoising set ({gib(denoise)}) and activations ({gib(working)}) do "
+            f"not fit in {room}: blocks stream in per step",
+        )
+    plan = MemoryPlan(
+        "model",
+        f"{asked}the denoising set ({gib(denoise)}) and activations ({gib(working)}), or the "
+        f"text encoders ({gib(text)}) beside the resident modules, do not fit in {room}, and "
+        f"sequential offload is ruled out: this may run out of memory",
+    )
     log.warning("FLUX memory plan: %s", plan.reason)
     return plan
 
 
 def on_device(modules: dict[str, nn.Module], device: torch.device) -> set[str]:
     """The names of the modules whose weights are on `device` already (the `resident` of `choose_memory_plan`)."""
+
     def there(module: nn.Module) -> bool:
         p = next(module.parameters(), None)
         return p is not None and p.device.type == device.type and device.index in (None, p.device.index)
@@ -141,7 +160,12 @@ class Placer:
             from diffusers.hooks import apply_group_offloading
 
             for name in ("transformer", "controlnet"):
-                apply_group_offloading(self.modules[name], onload_device=self.device, offload_device=self.host,
-                                       offload_type="block_level", num_blocks_per_group=1,
-                                       use_stream=self.device.type == "cuda")
+                apply_group_offloading(
+                    self.modules[name],
+                    onload_device=self.device,
+                    offload_device=self.host,
+                    offload_type="block_level",
+                    num_blocks_per_group=1,
+                    use_stream=self.device.type == "cuda",
+                )
             self.streamed = True

@@ -58,8 +58,14 @@ def start(clean: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor, pin: P
     return noise_to(clean, noise, sigma)
 
 
-def sample_euler(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, pin: Pin | None = None,
-                 callback: Callable[[Step], None] | None = None) -> torch.Tensor:
+def sample_euler(
+    denoise: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    pin: Pin | None = None,
+    callback: Callable[[Step], None] | None = None,
+) -> torch.Tensor:
     """Integrate from sigmas[0] to sigmas[-1] with Euler steps. The state stays in float32 whatever the model's
     precision (diffusers rounds it to the model dtype after every step). `sigmas` (on the host) are uploaded once:
     a host tensor moved to the GPU inside the loop would make the host wait for the queue at every step."""

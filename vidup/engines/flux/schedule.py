@@ -62,9 +62,15 @@ class Schedules:
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
         config = self.scheduler_config
-        return float(calculate_shift(self.shift_tokens(seq_len), config.get("base_image_seq_len", 256),
-                                     config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                                     config.get("max_shift", 1.15)))
+        return float(
+            calculate_shift(
+                self.shift_tokens(seq_len),
+                config.get("base_image_seq_len", 256),
+                config.get("max_image_seq_len", 4096),
+                config.get("base_shift", 0.5),
+                config.get("max_shift", 1.15),
+            )
+        )
 
     def _compute_full(self, steps: int, seq_len: int) -> torch.Tensor:
         from diffusers import FlowMatchEulerDiscreteScheduler
@@ -90,10 +96,17 @@ class Schedules:
 
     def keyframe(self, steps: int, strength: float, seq_len: int) -> Plan:
         """The schedule an img2img pipeline runs for (steps, strength)."""
-        return Plan(self.full(steps, seq_len)[start_index(steps, strength):])
+        return Plan(self.full(steps, seq_len)[start_index(steps, strength) :])
 
-    def propagated(self, steps: int, strength: float, hand_off_strength: float, seq_len: int, new_content: bool,
-                   new_content_steps: int) -> Plan:
+    def propagated(
+        self,
+        steps: int,
+        strength: float,
+        hand_off_strength: float,
+        seq_len: int,
+        new_content: bool,
+        new_content_steps: int,
+    ) -> Plan:
         """The cheapest schedule that still restores new content fully.
 
         Trusted content needs only the steps below the hand-off; new content (disocclusions, players entering) must

@@ -49,6 +49,7 @@ def _ramps(starts: list[int], size: int, overlap: int) -> list[torch.Tensor]:
     """Per tile along one axis: 1 where it leads, 0 where a neighbour leads, and a linear crossfade of `overlap`
     cells (at most the actual overlap) centred in each overlap: (k + 1) / (n + 1) up, its mirror down, so the
     weights of two neighbours sum to one."""
+
     def crossfade(left: int) -> tuple[int, int]:  # (global start, length) between tiles left and left + 1
         shared = starts[left] + size - starts[left + 1]
         n = min(overlap, shared)
@@ -61,12 +62,12 @@ def _ramps(starts: list[int], size: int, overlap: int) -> list[torch.Tensor]:
             at, n = crossfade(i - 1)
             at -= s
             w[:at] = 0
-            w[at:at + n] = torch.arange(1, n + 1) / (n + 1)
+            w[at : at + n] = torch.arange(1, n + 1) / (n + 1)
         if i + 1 < len(starts):
             at, n = crossfade(i)
             at -= s
-            w[at:at + n] = torch.minimum(w[at:at + n], torch.arange(n, 0, -1) / (n + 1))
-            w[at + n:] = 0
+            w[at : at + n] = torch.minimum(w[at : at + n], torch.arange(n, 0, -1) / (n + 1))
+            w[at + n :] = 0
         ramps.append(w)
     return ramps
 
@@ -76,8 +77,9 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
     th, tw = min(tile, height), min(tile, width)
     ys, xs = axis_starts(height, th, overlap), axis_starts(width, tw, overlap)
     wy, wx = _ramps(ys, th, overlap), _ramps(xs, tw, overlap)
-    return [Tile(y, x, th, tw, (ry[:, None] * rx[None, :])[None, None])
-            for y, ry in zip(ys, wy) for x, rx in zip(xs, wx)]
+    return [
+        Tile(y, x, th, tw, (ry[:, None] * rx[None, :])[None, None]) for y, ry in zip(ys, wy) for x, rx in zip(xs, wx)
+    ]
 
 
 def needs_tiles(width: int, height: int, max_megapixels: float) -> bool:
@@ -85,8 +87,9 @@ def needs_tiles(width: int, height: int, max_megapixels: float) -> bool:
     return width * height > max_megapixels * 1e6
 
 
-def model_calls_per_step(width: int, height: int, max_megapixels: float, tile_px: int, overlap_px: int,
-                         scale: int = 8) -> int:
+def model_calls_per_step(
+    width: int, height: int, max_megapixels: float, tile_px: int, overlap_px: int, scale: int = 8
+) -> int:
     """Transformer calls one step costs at a working size: 1 whole, else the tile count."""
     if not needs_tiles(width, height, max_megapixels):
         return 1

@@ -23,14 +23,20 @@ LORA_PATTERNS = ["*.safetensors"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 # FLUX weights vidup is built for, with their licences. None ships with vidup; a user fetches them.
-NON_COMMERCIAL = ("FLUX.1 [dev] Non-Commercial License: research and personal use only; a broadcaster needs Black "
-                  "Forest Labs' commercial licence")
+NON_COMMERCIAL = (
+    "FLUX.1 [dev] Non-Commercial License: research and personal use only; a broadcaster needs Black "
+    "Forest Labs' commercial licence"
+)
 FLUX_WEIGHTS = {
     "black-forest-labs/FLUX.1-dev": ("base model (default, --flux-model)", NON_COMMERCIAL),
-    "jasperai/Flux.1-dev-Controlnet-Upscaler": ("ControlNet upscaler (default, --controlnet)",
-                                                NON_COMMERCIAL + " (a FLUX.1-dev derivative)"),
-    "alimama-creative/FLUX.1-Turbo-Alpha": ("turbo LoRA for propagated frames (--turbo-lora)",
-                                            NON_COMMERCIAL + " (a FLUX.1-dev derivative)"),
+    "jasperai/Flux.1-dev-Controlnet-Upscaler": (
+        "ControlNet upscaler (default, --controlnet)",
+        NON_COMMERCIAL + " (a FLUX.1-dev derivative)",
+    ),
+    "alimama-creative/FLUX.1-Turbo-Alpha": (
+        "turbo LoRA for propagated frames (--turbo-lora)",
+        NON_COMMERCIAL + " (a FLUX.1-dev derivative)",
+    ),
     "black-forest-labs/FLUX.1-schnell": ("base model, guidance-free, few steps (--flux-model)", "Apache-2.0"),
 }
 
@@ -42,10 +48,16 @@ def _cache_dir() -> str:
 
 
 def _fetch_hint(repo_id: str, component: str, patterns: list[str] | None) -> str:
-    gated = " (FLUX.1-dev is gated: accept its licence on the Hub and run `hf auth login` first)" if "FLUX.1-dev" in repo_id else ""
+    gated = (
+        " (FLUX.1-dev is gated: accept its licence on the Hub and run `hf auth login` first)"
+        if "FLUX.1-dev" in repo_id
+        else ""
+    )
     include = "".join(f' --include "{p}"' for p in patterns or ())
-    return (f"fetch it with `hf download {repo_id}{include} --local-dir models/{repo_id.split('/')[-1]}` and pass that "
-            f"folder as {component}, or rerun with --allow-download{gated}")
+    return (
+        f"fetch it with `hf download {repo_id}{include} --local-dir models/{repo_id.split('/')[-1]}` and pass that "
+        f"folder as {component}, or rerun with --allow-download{gated}"
+    )
 
 
 def _check_parts(folder: Path, parts: tuple[str, ...], component: str, flag: str) -> Path:
@@ -61,8 +73,14 @@ def _check_parts(folder: Path, parts: tuple[str, ...], component: str, flag: str
     return folder
 
 
-def resolve_model_dir(spec: str, component: str, flag: str, parts: tuple[str, ...], allow_download: bool,
-                      patterns: list[str] | None = None) -> Path:
+def resolve_model_dir(
+    spec: str,
+    component: str,
+    flag: str,
+    parts: tuple[str, ...],
+    allow_download: bool,
+    patterns: list[str] | None = None,
+) -> Path:
     """A local folder for `spec` (a path or a Hub repo id), checked for the files `component` needs. A download
     (only with `allow_download`) fetches just `patterns`."""
     path = Path(spec).expanduser()
