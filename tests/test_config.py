@@ -72,3 +72,29 @@ def test_resize_filters():
     small = resize_rgb(checker, 32, 32)
     assert abs(int(small.mean()) - 127) <= 1 and small.std() < 2  # area filter averages, no aliasing
     assert resize_rgb(checker, 128, 128).shape == (128, 128, 3)
+
+
+def test_cli_help_quotes_the_config_defaults():
+    """The help texts read the defaults from vidup.config, so they cannot drift from what runs."""
+    import re
+
+    from click.testing import CliRunner
+
+    from vidup.cli import main
+    from vidup.config import VidupConfig
+
+    d = VidupConfig()
+    text = " ".join(CliRunner().invoke(main, ["upscale", "--help"]).output.split())
+    quoted = {
+        "--steps": d.flux.steps,
+        "--stage2-strength": d.flux.stage2_strength,
+        "--stage2-steps": d.flux.stage2_steps,
+        "--strength": d.flux.strength,
+        "--guidance": d.flux.guidance,
+        "--conditioning-scale": d.flux.conditioning_scale,
+        "--turbo-steps": d.flux.turbo_steps,
+        "--tile": d.sr.tile,
+    }
+    for flag, value in quoted.items():
+        match = re.search(rf"{flag} \w+ [^(]*\(([0-9.]+)", text)
+        assert match and float(match.group(1)) == float(value), (flag, match and match.group(0))

@@ -15,6 +15,7 @@ from vidup.config import (
     CONTROL_IMAGES,
     OFFLOAD_MODES,
     X26X_PRESETS,
+    VidupConfig,
     load_config,
 )
 from vidup.api import upscale_video
@@ -25,6 +26,9 @@ from vidup.errors import ConfigError, VidupError
 from vidup.filter import run_filter
 from vidup.metrics import evaluate_video, report_json
 from vidup.preview import preview_frame, save_sheet
+
+
+D = VidupConfig()  # the defaults the help texts quote: declared once, in vidup.config
 
 
 def _interrupt(signum, frame):
@@ -63,11 +67,11 @@ def engine_options(func):
         click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML preset (configs/*.toml)."),
         click.option("--engine", help="Engine: sr (default) or flux."),
         click.option("--model", "sr_model", help="SR model: a bundled name (see `vidup models`) or a weights file."),
-        click.option("--size", help="Output size: long side (1024, the default) or WxH. Rounded to even sides."),
+        click.option("--size", help=f"Output size: long side ({D.size}, the default) or WxH. Rounded to even sides."),
         click.option("--scale", type=float, help="Output size as a factor of the input size (instead of --size)."),
         click.option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Compute precision."),
-        click.option("--tile", type=int, help="SR tile size in input pixels (0: whole frames)."),
+        click.option("--tile", type=int, help=f"SR tile size in input pixels ({D.sr.tile}; 0: whole frames)."),
         click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar."),
         click.option(
             "--temporal/--no-temporal",
@@ -80,14 +84,18 @@ def engine_options(func):
         click.option("--lora", "loras", multiple=True, help="LoRA file or folder, as path[:scale]; repeatable."),
         click.option("--allow-download", is_flag=True, default=None, help="Let vidup fetch missing FLUX weights."),
         click.option("--init", type=click.Choice(["lanczos", "sr"]), help="FLUX stage 0: Lanczos or the SR engine."),
-        click.option("--strength", type=float, help="FLUX stage 1 img2img strength (0.75)."),
-        click.option("--steps", type=int, help="FLUX stage 1 steps (28)."),
-        click.option("--stage2-strength", type=float, help="FLUX stage 2 strength."),
-        click.option("--stage2-steps", type=int, help="FLUX stage 2 steps."),
-        click.option("--conditioning-scale", type=float, help="FLUX ControlNet conditioning scale (0.6)."),
-        click.option("--guidance", type=float, help="FLUX guidance (3.5)."),
+        click.option("--strength", type=float, help=f"FLUX stage 1 img2img strength ({D.flux.strength})."),
+        click.option("--steps", type=int, help=f"FLUX stage 1 steps ({D.flux.steps})."),
+        click.option("--stage2-strength", type=float, help=f"FLUX stage 2 strength ({D.flux.stage2_strength})."),
+        click.option("--stage2-steps", type=int, help=f"FLUX stage 2 steps ({D.flux.stage2_steps})."),
+        click.option(
+            "--conditioning-scale",
+            type=float,
+            help=f"FLUX ControlNet conditioning scale ({D.flux.conditioning_scale}).",
+        ),
+        click.option("--guidance", type=float, help=f"FLUX guidance ({D.flux.guidance})."),
         click.option("--prompt", help="FLUX prompt; empty allowed."),
-        click.option("--seed", type=int, help="FLUX seed."),
+        click.option("--seed", type=int, help=f"FLUX seed ({D.flux.seed})."),
         click.option(
             "--offload",
             type=click.Choice(OFFLOAD_MODES),
@@ -101,7 +109,9 @@ def engine_options(func):
             help="FLUX stage 2 control: stage1 (the paper) or input (resized, the upscaler's card).",
         ),
         click.option("--turbo-lora", help="Few-step LoRA for propagated frames, as path[:scale]."),
-        click.option("--turbo-steps", type=int, help="Steps for propagated frames with --turbo-lora (8)."),
+        click.option(
+            "--turbo-steps", type=int, help=f"Steps for propagated frames with --turbo-lora ({D.flux.turbo_steps})."
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -188,8 +198,8 @@ def _engine_factory():
 @click.option("--start", help="First frame: an index (120) or a time (4.8s, 1:02.5).")
 @click.option("--end", help="End (exclusive): an index or a time.")
 @click.option("--codec", type=click.Choice(sorted(CODECS)), help="Video encoder (libx264 default).")
-@click.option("--crf", type=int, help="Quality for x264/x265 (lower is better; 18 default).")
-@click.option("--preset", type=click.Choice(X26X_PRESETS), help="x264/x265 speed preset.")
+@click.option("--crf", type=int, help=f"Quality for x264/x265 (lower is better; {D.output.crf} default).")
+@click.option("--preset", type=click.Choice(X26X_PRESETS), help=f"x264/x265 speed preset ({D.output.preset}).")
 @click.option("--pix-fmt", "pix_fmt", help="Output pixel format (codec default: yuv420p, prores yuv422p10le).")
 @click.option("--overwrite", "-y", is_flag=True, default=None, help="Replace OUT if it exists.")
 @click.option(
@@ -325,13 +335,15 @@ def evaluate(output_path, reference, input_path, per_frame, as_json):
 @click.option("--flux-model", help="FLUX base: a diffusers folder or a cached repo id (FLUX.1-dev).")
 @click.option("--controlnet", help="FLUX ControlNet upscaler, for the validation sheets.")
 @click.option("--allow-download", is_flag=True, default=None, help="Let vidup fetch missing FLUX weights.")
-@click.option("--rank", type=int, help="LoRA rank (16).")
-@click.option("--alpha", type=float, help="LoRA alpha (16).")
-@click.option("--steps", "train_steps", type=int, help="Optimizer steps (1000).")
-@click.option("--lr", type=float, help="Learning rate (1e-4).")
-@click.option("--batch", type=int, help="Images per step (1).")
-@click.option("--grad-accum", type=int, help="Batches accumulated per step (1).")
-@click.option("--resolution", type=int, help="Training resolution, a multiple of 16 (1024): area of the buckets.")
+@click.option("--rank", type=int, help=f"LoRA rank ({D.train.rank}).")
+@click.option("--alpha", type=float, help=f"LoRA alpha ({D.train.alpha:g}).")
+@click.option("--steps", "train_steps", type=int, help=f"Optimizer steps ({D.train.steps}).")
+@click.option("--lr", type=float, help=f"Learning rate ({D.train.lr:g}).")
+@click.option("--batch", type=int, help=f"Images per step ({D.train.batch}).")
+@click.option("--grad-accum", type=int, help=f"Batches accumulated per step ({D.train.grad_accum}).")
+@click.option(
+    "--resolution", type=int, help=f"Training resolution, a multiple of 16 ({D.train.resolution}): area of the buckets."
+)
 @click.option("--seed", "train_seed", type=int, help="Seed (data order, noise, timesteps).")
 @click.option(
     "--feed-forward/--attention-only",
