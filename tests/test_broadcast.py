@@ -414,6 +414,7 @@ def test_an_unwritable_output_path_is_one_line(tmp_path, cli):
     assert result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("vidup: error:")
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_leaves_no_output_and_resumes(tmp_path, sample):
     import resource
     import signal

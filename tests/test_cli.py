@@ -32,6 +32,7 @@ def no_model(config):
     raise AssertionError("a model was loaded")
 
 
+@pytest.mark.slow
 def test_upscale_the_sample_end_to_end(tmp_path, sample, sr_engine, monkeypatch):
     monkeypatch.setitem(ENGINE, "factory", lambda config: sr_engine)
     out = tmp_path / "up.mp4"
@@ -142,6 +143,7 @@ def test_bad_inputs_fail_cleanly_before_any_model_loads(tmp_path, monkeypatch):
         assert after == before, f"{case}: files changed"
 
 
+@pytest.mark.slow
 def test_bad_input_through_the_console_script(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "vidup.cli", "upscale", str(tmp_path / "x.mp4"), str(tmp_path / "y.mp4")],
@@ -173,6 +175,7 @@ main(sys.argv[1:], obj={"engine_factory": EngineFactory(kill_after=10, kill_sign
 """
 
 
+@pytest.mark.slow
 def test_sigterm_midway_exits_143_and_leaves_no_output(tmp_path, sample):
     """SIGTERM arrives at frame 10, sent by the engine itself: deterministic, no polling for a moment to send it."""
     import signal

@@ -29,6 +29,7 @@ def engines(backend_a: str, backend_b: str, **overrides):
     return made
 
 
+@pytest.mark.slow
 def test_torch_frame_path_matches_the_opencv_path(sample_frames):
     """Each operation agrees within one code (1/255, the next test). A whole frame chains two rounded operations
     (anchor, blend), so given the same prior 99.9% of its values agree within one code and none differ by more
@@ -56,6 +57,7 @@ def test_torch_frame_path_matches_the_opencv_path(sample_frames):
     assert max(d.max() for d in drift) <= 6 and max(d.mean() for d in drift) < 0.5
 
 
+@pytest.mark.slow
 def test_torch_rectified_history_matches_the_opencv_path(sample_frames):
     """The twin rounds where the CPU path's 8-bit fixed point does. What is left: OpenCV's 8-bit Gaussian blur is
     itself fixed point (one code off an exactly rounded blur on about 1.5% of pixels) and the bicubic warps differ
@@ -132,6 +134,7 @@ def test_batched_network_gives_the_single_frame_results(sample_frames):
         assert np.abs(a.astype(int) - b).max() <= 1 and (a != b).mean() < 1e-3
 
 
+@pytest.mark.slow
 def test_batched_upscaler_matches_frame_by_frame(sample_frames):
     outs = {}
     for batch in (1, 4):
@@ -143,6 +146,7 @@ def test_batched_upscaler_matches_frame_by_frame(sample_frames):
         assert np.abs(a.astype(int) - b).max() <= 1 and (a != b).mean() < 1e-3
 
 
+@pytest.mark.slow
 def test_pipeline_and_serial_runs_write_the_same_video(tmp_path, sample, sr_engine, monkeypatch):
     from media import decoded as decode_all
 
@@ -241,6 +245,7 @@ def test_parallel_flow_gives_the_sequential_motions(bikes):
             assert np.array_equal(a.flows.confidence, b.flows.confidence)
 
 
+@pytest.mark.slow
 def test_pipeline_with_flow_workers_writes_the_serial_video(tmp_path, sample, sr_engine, monkeypatch):
     from media import decoded as decode_all
 

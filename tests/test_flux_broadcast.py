@@ -193,6 +193,7 @@ def test_first_block_cache_keeps_one_state_per_tile(tiny_flux):
     assert engine.cache.stats.reused > 0
 
 
+@pytest.mark.slow
 def test_2048x1152_runs_tiled_end_to_end(tiny_flux, tmp_path):
     from vidup.cli import main
 

@@ -522,6 +522,7 @@ def test_turbo_lora_runs_on_propagated_frames_only_with_its_own_steps(tiny_flux)
     )
 
 
+@pytest.mark.slow
 def test_switching_adapters_per_frame_does_not_recompile(tiny_flux):
     import torch._dynamo
 

@@ -44,6 +44,7 @@ def tiny_run(tmp_path_factory):
     return read(out)
 
 
+@pytest.mark.slow
 def test_the_tiny_run_measures_every_section(tiny_run):
     data, md = tiny_run
     assert list(data["sections"]) == list(gpu_check.SECTIONS)
@@ -73,6 +74,7 @@ def test_the_tiny_run_covers_every_flux_variant_and_the_tiled_size(tiny_run):
     assert {"gradient checkpointing on: step", "gradient checkpointing off: step"} <= train
 
 
+@pytest.mark.slow
 def test_a_failing_section_is_recorded_and_the_others_still_run(tmp_path):
     result = run_check(tmp_path, "--sections", "history_blend", "train", "--fail", "history_blend")
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]

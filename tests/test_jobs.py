@@ -88,6 +88,7 @@ upscale_video(sys.argv[1], sys.argv[2], config, engine_factory=EngineFactory(kil
 """
 
 
+@pytest.mark.slow
 def test_kill_9_midway_then_rerun_recomputes_only_unfinished_segments_byte_identically(tmp_path, sample):
     whole = upscale_video(sample, tmp_path / "whole.mp4", job_config(), engine_factory=NULL)
     assert (whole.segments, whole.segments_run, whole.segments_resumed) == (4, 4, 0)
@@ -108,6 +109,7 @@ def test_kill_9_midway_then_rerun_recomputes_only_unfinished_segments_byte_ident
     assert not folder.exists()
 
 
+@pytest.mark.slow
 def test_a_changed_config_or_input_starts_fresh_and_says_why(tmp_path, sample, monkeypatch):
     clip = tmp_path / "in.mp4"
     clip.write_bytes(sample.read_bytes())
@@ -172,6 +174,7 @@ def _stop_at_third_segment(monkeypatch, clip, out, config):
     monkeypatch.setattr(vidup.jobs.segments.SegmentEncoder, "_write", real)
 
 
+@pytest.mark.slow
 def test_auto_is_settled_once_and_a_resume_with_another_settlement_starts_afresh(tmp_path, sample, monkeypatch):
     from vidup.engines.base import settle
 
@@ -201,6 +204,7 @@ def test_auto_is_settled_once_and_a_resume_with_another_settlement_starts_afresh
     assert any("temporal.backend 'cv2' -> 'torch'" in n for n in report.notes), report.notes
 
 
+@pytest.mark.slow
 def test_settings_that_cannot_change_this_output_do_not_restart_it(tmp_path, sample, monkeypatch):
     out = tmp_path / "out.mp4"
     _stop_at_third_segment(monkeypatch, sample, out, job_config())
@@ -213,6 +217,7 @@ def test_settings_that_cannot_change_this_output_do_not_restart_it(tmp_path, sam
     assert report.segments_resumed == 2, report.notes  # training's and the idle FLUX engine's settings
 
 
+@pytest.mark.slow
 def test_the_plan_and_the_streaming_path_analyse_frames_at_one_resolution(bikes, monkeypatch):
     """bikes (640x272) is above the flow resolution cap: the plan once decoded it smaller than the streaming path
     analysed it, so a borderline cut could fall differently in a preview than in the job."""
@@ -240,6 +245,7 @@ def test_the_plan_and_the_streaming_path_analyse_frames_at_one_resolution(bikes,
     assert [c for c in plan.cuts if c] == upscaler.temporal.cuts and upscaler.temporal.cuts
 
 
+@pytest.mark.slow
 def test_a_damaged_segment_file_is_recomputed(tmp_path, sample, monkeypatch):
     out = tmp_path / "out.mp4"
     real = vidup.jobs.segments.SegmentEncoder._write
@@ -296,6 +302,7 @@ def test_a_trim_through_segments_keeps_its_frames_and_audio_window(tmp_path, sam
     assert audio and audio[0][0] <= 0.05e6 and audio[-1][0] <= 50 * step * 1e6
 
 
+@pytest.mark.slow
 def test_a_seam_inside_a_shot_does_not_flicker(tmp_path, sample):
     """E_warp of the pair across a boundary inside a shot is within 1.5x the median of its neighbours'."""
     out = tmp_path / "seam.mp4"
@@ -312,6 +319,7 @@ def test_a_seam_inside_a_shot_does_not_flicker(tmp_path, sample):
 # --- out of memory ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_tile_and_keeps_every_frame(tmp_path, sample):
     config = job_config(size="512", **{"temporal.enabled": False, "end": "8", "sr.tile": 384})
     # From its third network call, the engine cannot hold a whole 256x144 frame (any input over 200 px).
@@ -331,6 +339,7 @@ def test_out_of_memory_halves_the_tile_and_keeps_every_frame(tmp_path, sample):
     assert all(np.array_equal(got[i], small.upscale_frame(frames[i])) for i in (2, 3))  # the retried frame too
 
 
+@pytest.mark.slow
 def test_out_of_memory_with_nothing_left_to_shrink_is_a_clear_error(tmp_path, sample):
     config = job_config(size="512", **{"job.segment_frames": 60})
     with pytest.raises(EngineMemoryError, match="nothing left to shrink") as error:
@@ -367,6 +376,7 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_two_ray_workers_write_the_same_video_stream_as_one_local_worker(tmp_path, sample, ray_cluster):
     local = upscale_video(sample, tmp_path / "local.mp4", job_config(), engine_factory=NULL)
     marker = tmp_path / "died-once"
@@ -383,6 +393,7 @@ def test_two_ray_workers_write_the_same_video_stream_as_one_local_worker(tmp_pat
     assert report.frames == local.frames == 100
 
 
+@pytest.mark.slow
 def test_ray_workers_get_the_input_through_the_object_store(tmp_path, sample, ray_cluster):
     # With --ray-address the input travels to the workers (no shared filesystem); here the cluster is the local one.
     upscale_video(sample, tmp_path / "local.mp4", job_config(end="40"), engine_factory=NULL)

@@ -94,6 +94,7 @@ def test_preview_cli_writes_a_png(tmp_path, sample):
     assert cv2.imread(str(out)).shape[1] == PANEL_WIDTH + 3 * (CROP * ZOOM + 4) + 4
 
 
+@pytest.mark.slow
 def test_filter_y4m_through_a_subprocess():
     frames = [pattern(i, 64, 48) for i in range(6)]
     proc = subprocess.run(
@@ -198,6 +199,7 @@ def test_malformed_streams_are_clear_errors(data, message, upscaler_factory):
         run_filter(io.BytesIO(data), io.BytesIO(), load_config(overrides={"quiet": True}), upscaler=upscaler_factory())
 
 
+@pytest.mark.slow
 def test_malformed_header_through_the_cli_exits_nonzero():
     proc = subprocess.run([sys.executable, "-m", "vidup.cli", "filter"], input=b"hello\n", capture_output=True)
     assert proc.returncode == 2 and proc.stdout == b""

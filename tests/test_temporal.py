@@ -103,6 +103,7 @@ def test_a_cut_inside_a_fast_pan_is_settled_by_motion():
     assert verdict(0.8) == (False, 1)  # flow explains it: fast motion, not a cut
 
 
+@pytest.mark.slow
 def test_tracker_and_metrics_find_both_cuts_in_bikes(bikes):
     import itertools
 
@@ -152,6 +153,7 @@ def test_colour_fixes_anchor_to_the_reference():
         assert abs(fixed.astype(float).mean() - ref.mean()) < 3 < abs(drifted.astype(float).mean() - ref.mean())
 
 
+@pytest.mark.slow
 def test_eval_cli_prints_a_table_and_json(tmp_path, sample):
     from vidup.cli import main
 
@@ -163,6 +165,7 @@ def test_eval_cli_prints_a_table_and_json(tmp_path, sample):
     assert "E_warp (x1e-3)" in table and re.search(r"PSNR-Y \(dB\) +100.00", table)
 
 
+@pytest.mark.slow
 def test_sr_temporal_lowers_warping_error_on_the_sample(sample, sr_engine):
     from vidup.config import load_config
     from vidup.upscaler import Upscaler

@@ -57,6 +57,7 @@ def image_folder(folder: Path, count: int = 1, size=(96, 64)) -> Path:
 # --- data ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_each_data_problem_is_one_line_before_any_model_loads(tmp_path):
     def run(*args):
         # A base model that does not exist: the data errors must come first, and nothing may load.
@@ -169,6 +170,7 @@ def test_a_clip_yields_frames_from_every_shot_without_near_duplicates(sample, tm
 # --- training -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_loss_falls_on_a_memorised_image(tmp_path, tiny_flux):
     data = image_folder(tmp_path / "data", 1, size=(64, 64))
     report = train_lora(
