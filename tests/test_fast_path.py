@@ -83,7 +83,8 @@ def test_torch_blend_and_warp_match_opencv_on_one_step():
 
     from vidup.temporal import torch_ops
     from vidup.temporal.flow import upsample_flow, warp
-    from vidup.temporal.seeding import anchor_to_input, blend_high_frequencies
+    from vidup.engines.anchor import anchor_to_input
+    from vidup.temporal.seeding import blend_high_frequencies
 
     rng = np.random.default_rng(0)
     small = cv2.resize((rng.random((18, 32, 3)) * 255).astype(np.uint8), (128, 72), interpolation=cv2.INTER_CUBIC)
@@ -110,7 +111,8 @@ def test_torch_blend_and_warp_match_opencv_on_one_step():
 def test_the_lean_blend_stays_within_a_code_of_the_float_formula():
     import cv2
 
-    from vidup.temporal.seeding import blend_high_frequencies, high_frequencies
+    from vidup.pixels import high_frequencies
+    from vidup.temporal.seeding import blend_high_frequencies
 
     rng = np.random.default_rng(1)
     current = (rng.random((288, 512, 3)) * 255).astype(np.uint8)

@@ -169,7 +169,7 @@ def test_a_propagated_tiled_frame_keeps_trusted_cells_pinned(tiny_flux):
     target, clean, noise = (torch.randn(1, 16, h, w, generator=generator) for _ in range(3))
     confidence = np.zeros((h, w), np.float32)
     confidence[:, :16] = 1.0  # left half trusted (across tile borders), right half new
-    plan, pin = engine.propagation(8, 0.75, 0.4, confidence, target, noise)
+    plan, pin = engine.propagator.plan(8, 0.75, 0.4, confidence, target, noise)
     seen = []
     engine.on_step = lambda stage, step: seen.append((step.sigma_next, step.x.clone()))
     try:
@@ -298,7 +298,7 @@ def test_low_trust_cells_start_from_the_current_frame(tiny_flux):
     target, clean, noise = (torch.randn(1, 16, h, w, generator=generator) for _ in range(3))
     confidence = np.full((h, w), 0.3, np.float32)  # under temporal.flux_min_cell_trust (0.5)
     confidence[:, :4] = 0.7  # over it: held, released between the keyframe's sigma and the hand-off
-    plan, pin = engine.propagation(8, 0.75, 0.4, confidence, target, noise)
+    plan, pin = engine.propagator.plan(8, 0.75, 0.4, confidence, target, noise)
     x0 = unpack(start(pack(clean), pack(noise), plan.sigmas, pin), h, w)
     assert torch.allclose(x0[..., 4:], noise_to(clean, noise, plan.sigmas[0])[..., 4:])
     assert torch.allclose(x0[..., :4], noise_to(target, noise, plan.sigmas[0])[..., :4])

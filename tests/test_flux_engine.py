@@ -221,7 +221,7 @@ def test_trusted_latents_equal_the_noised_prior_at_hand_off_and_untrusted_follow
     target, clean, noise = (torch.randn(1, 16, h, w, generator=generator) for _ in range(3))
     confidence = np.zeros((h, w), np.float32)
     confidence[:, :4] = 1.0  # left half trusted, right half new
-    plan, pin = engine.propagation(8, 0.75, 0.4, confidence, target, noise)
+    plan, pin = engine.propagator.plan(8, 0.75, 0.4, confidence, target, noise)
     key = engine.schedules.keyframe(8, 0.75, image_seq_len(48, 64))
     assert float(plan.sigmas[0]) == float(key.sigmas[0])
     seen = []
@@ -326,7 +326,7 @@ def test_a_propagated_frame_is_held_on_the_warped_previous_result(tiny_flux, mon
     up = upscaler(config)
     engine = up.engine
     pins = []
-    real_propagation = engine.propagation
+    real_propagation = engine.propagator.plan
 
     def remember(*args, **kwargs):
         plan, pin = real_propagation(*args, **kwargs)
@@ -342,7 +342,7 @@ def test_a_propagated_frame_is_held_on_the_warped_previous_result(tiny_flux, mon
 
         return velocity
 
-    monkeypatch.setattr(engine, "propagation", remember)
+    monkeypatch.setattr(engine.propagator, "plan", remember)
     static = [pattern(0, 40, 30)] * 3  # a still scene: everything trusted
     up.upscale_frame(static[0])
     engine.stats.last_frame["next"] = "propagated"

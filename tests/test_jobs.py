@@ -224,7 +224,8 @@ def test_the_plan_and_the_streaming_path_analyse_frames_at_one_resolution(bikes,
     from vidup.jobs.plan import make_plan
     from vidup.video.clip import describe_clip
     from vidup.temporal.state import MotionAnalyser
-    from vidup.video.reader import Position, probe
+    from vidup.video.timing import Position
+    from vidup.video.reader import probe
 
     seen = {"plan": set(), "stream": set()}
     where = ["plan"]

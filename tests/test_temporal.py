@@ -12,7 +12,8 @@ from vidup.config import ShotConfig, load_config
 from vidup.metrics import evaluate, psnr_y
 from vidup.temporal import torch_ops
 from vidup.temporal.flow import FlowEstimator, flow_pair, upsample_flow, warp
-from vidup.temporal.seeding import adain_color_fix, blend_high_frequencies, wavelet_color_fix
+from vidup.engines.anchor import adain_color_fix, wavelet_color_fix
+from vidup.temporal.seeding import blend_high_frequencies
 from vidup.temporal.shots import ShotDetector
 from vidup.temporal.state import TemporalTracker
 from media import decoded

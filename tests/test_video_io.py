@@ -8,7 +8,8 @@ import pytest
 
 from vidup.config import OutputConfig
 from vidup.errors import CorruptInputError, OutputPathError, UnsupportedStreamError
-from vidup.video.reader import Position, VideoReader, probe
+from vidup.video.timing import Position
+from vidup.video.reader import VideoReader, probe
 from vidup.video.writer import VideoWriter
 from media import decoded, frame_times, make_clip, packets
 

@@ -35,7 +35,8 @@ def unsegmented(clip: Path, out: Path, config, engine) -> float:
     from vidup.upscaler import Upscaler
     from vidup.video.clip import describe_clip
     from vidup.frame_path import frame_path
-    from vidup.video.reader import Position, VideoReader, probe
+    from vidup.video.timing import Position
+    from vidup.video.reader import VideoReader, probe
     from vidup.video.writer import VideoWriter
 
     started = time.perf_counter()
@@ -62,7 +63,8 @@ def segmented(clip: Path, out: Path, config, engine) -> float:
 def prepass(clip: Path, config, repeats: int = 3) -> dict:
     from vidup.jobs.plan import make_plan
     from vidup.video.clip import describe_clip
-    from vidup.video.reader import Position, probe
+    from vidup.video.timing import Position
+    from vidup.video.reader import probe
 
     info = probe(clip)
     description = describe_clip(info, config, config.output.codec)

@@ -83,7 +83,7 @@ def full_gpu(
     from peft import LoraConfig
 
     from vidup.engines.flux import latents as lat
-    from vidup.engines.flux.engine import flux_velocity, make_conditioning
+    from vidup.engines.flux.conditioning import flux_velocity, make_conditioning
     from vidup.train.trainer import ATTENTION_TARGETS, make_optimizer
 
     device = torch.device(device)

@@ -17,6 +17,7 @@ from vidup.errors import ConfigError, PipeFormatError, VidupError
 from vidup.upscaler import Upscaler
 from vidup.progress import progress_bar
 from vidup.video.describe import describe_output
+from vidup.video.timing import NOMINAL_RATE
 from vidup.video.pipe import RawWriter, StreamFormat, Y4MWriter, read_raw_rgb, read_y4m
 
 
@@ -53,7 +54,7 @@ def run_filter(
     else:
         width, height = _parse_size(input_size)
         try:
-            rate = Fraction(fps or "25")
+            rate = Fraction(fps) if fps else NOMINAL_RATE
         except (ValueError, ZeroDivisionError):
             raise ConfigError(f"--fps must be a number or a ratio, got {fps!r}") from None
         fmt, frames = StreamFormat(width, height, rate, "rgb24", full_range=True), read_raw_rgb(stdin, width, height)

@@ -3,6 +3,7 @@ the one place that knows their scales, so engines and blends keep a frame's prec
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 PEAKS = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
@@ -36,3 +37,9 @@ def to_8bit(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
     return (image >> 8).astype(np.uint8)
+
+
+def high_frequencies(image: np.ndarray, sigma: float) -> np.ndarray:
+    """image minus its Gaussian blur: detail finer than `sigma`, float32."""
+    image = np.asarray(image, np.float32)
+    return image - cv2.GaussianBlur(image, (0, 0), sigma)

@@ -18,7 +18,8 @@ from vidup.errors import ConfigError
 from vidup.pixels import to_8bit
 from vidup.upscaler import Upscaler
 from vidup.video.clip import describe_clip
-from vidup.video.reader import Position, VideoReader, probe
+from vidup.video.timing import Position, nominal_rate
+from vidup.video.reader import VideoReader, probe
 
 PANEL_WIDTH = 512
 CROP = 96  # crop side in output pixels
@@ -124,7 +125,7 @@ def preview_frame(
         raise ConfigError("--context must be >= 0")
     info = probe(clip)
     description = describe_clip(info, config)  # decoded as a full run decodes it: depth, fields, aspect
-    rate = float(description.frame_rate or info.fps)
+    rate = float(nominal_rate(description.frame_rate or info.frame_rate))
     total = info.frame_count * (2 if description.deinterlace == "field" else 1) if info.frame_count else None
     target = frame if frame is not None else int(round(seconds * rate))
     if total and target >= total:

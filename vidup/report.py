@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vidup.video.describe import OutputDescription
-from vidup.video.reader import Repairs
+from vidup.video.repairs import Repairs
 
 
 @dataclass

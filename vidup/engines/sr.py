@@ -26,7 +26,8 @@ from vidup.engines.weights import load_sr_model
 from vidup.pixels import peak
 from vidup.sizing import resize_rgb
 from vidup.temporal import torch_ops
-from vidup.temporal.seeding import HistoryBlend, anchor_to_input
+from vidup.engines.anchor import anchor_to_input
+from vidup.temporal.seeding import HistoryBlend
 
 if TYPE_CHECKING:
     from vidup.config import VidupConfig

@@ -14,7 +14,7 @@ from vidup.version import __version__
 from vidup.config import VidupConfig
 from vidup.engines.base import Engine, settle
 from vidup.errors import ConfigError, EngineMemoryError, JobError, OutputWriteError, TruncatedInputError
-from vidup.jobs.manifest import JobFolder, Manifest, fingerprint, output_settings, why_not_resumable
+from vidup.jobs.manifest import DoneSegment, JobFolder, Manifest, fingerprint, output_settings, why_not_resumable
 from vidup.jobs.plan import Plan, make_plan, repairs_from
 from vidup.jobs.assemble import assemble
 from vidup.jobs.segments import file_digest
@@ -23,7 +23,8 @@ from vidup.jobs.worker import JobSpec, SegmentResult, SegmentWorker
 from vidup.progress import progress_bar
 from vidup.report import RunReport, StageTimes
 from vidup.video.clip import describe_clip
-from vidup.video.reader import Position, probe
+from vidup.video.timing import Position, nominal_rate
+from vidup.video.reader import probe
 from vidup.video.writer import VideoWriter, check_encoder, check_output_path
 
 
@@ -53,8 +54,8 @@ def _open_manifest(folder: JobFolder, input_print: dict, config: VidupConfig, no
         notes.append(f"starting afresh: the job folder {folder.path.name} cannot be resumed: {reason}")
         return None
     for index, entry in list(manifest.done.items()):
-        path = folder.path / entry["file"]
-        if not path.is_file() or file_digest(path) != entry["sha256"]:
+        path = folder.path / entry.file
+        if not path.is_file() or file_digest(path) != entry.sha256:
             del manifest.done[index]
             notes.append(f"segment {index} in {folder.path.name} was missing or damaged; it runs again")
     folder.remove_strays(manifest)
@@ -64,7 +65,7 @@ def _open_manifest(folder: JobFolder, input_print: dict, config: VidupConfig, no
 def _one_settlement(manifest: Manifest, folder: JobFolder) -> dict:
     """What "auto" became, the same for every segment; segments computed otherwise (workers of a remote cluster
     with other devices) must not be joined into one stream."""
-    kinds = {tuple(sorted(entry.get("settled", {}).items())) for entry in manifest.done.values()}
+    kinds = {tuple(sorted(entry.settled.items())) for entry in manifest.done.values()}
     if len(kinds) > 1:
         shown = "; ".join(", ".join(f"{k}={v}" for k, v in kind) for kind in sorted(kinds))
         raise JobError(
@@ -108,7 +109,7 @@ def run_job(
         )
     description = describe_clip(info, config, config.output.codec)
     start, end = Position.parse(config.start), Position.parse(config.end)
-    rate = float(description.frame_rate or 25)
+    rate = float(nominal_rate(description.frame_rate))
     # The output container must take the video and every copied stream: try its header now, not hours later.
     trial = VideoWriter(output_path, description, config.output, source=info, overwrite=config.overwrite)
     trial.abort()
@@ -148,17 +149,14 @@ def run_job(
     warnings: list[str] = []
     results: list[SegmentResult] = []
     ray_startup = None
-    done_frames = sum(entry["frames"] for entry in manifest.done.values())
+    done_frames = sum(entry.frames for entry in manifest.done.values())
     with progress_bar(plan.frames, config.quiet, input_path.name) as bar:
         bar.update(done_frames)
 
         def finished(result: SegmentResult) -> None:
-            manifest.done[result.segment.index] = {
-                "file": result.file.path.name,
-                "frames": result.file.frames,
-                "sha256": result.file.sha256,
-                "settled": result.settled,
-            }
+            manifest.done[result.segment.index] = DoneSegment(
+                result.file.path.name, result.file.frames, result.file.sha256, result.settled
+            )
             folder.save(manifest)
             results.append(result)
             warnings.extend(result.warnings)

@@ -11,15 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vidup.version import __version__
 from vidup.config import RUN_ONLY_SETTINGS, VidupConfig
 from vidup.errors import OutputWriteError
+from vidup.fsutil import os_error_text, write_atomically
 from vidup.jobs.plan import Plan
-from vidup.jobs.segments import write_atomically
-from vidup.video.writer import os_error_text
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -57,12 +56,22 @@ def output_settings(config: VidupConfig) -> dict:
 
 
 @dataclass
+class DoneSegment:
+    """A finished segment as the manifest records it."""
+
+    file: str  # its name in the job folder
+    frames: int
+    sha256: str  # of the whole file, taken while it was written
+    settled: dict = field(default_factory=dict)  # what every "auto" became where it ran (engines.base.settle)
+
+
+@dataclass
 class Manifest:
     input: dict
     settings: dict
     version: str
     plan: Plan
-    done: dict[int, dict] = field(default_factory=dict)  # segment index -> {"file", "sha256", "frames"}
+    done: dict[int, DoneSegment] = field(default_factory=dict)  # by segment index
 
     def to_json(self) -> dict:
         return {
@@ -71,7 +80,7 @@ class Manifest:
             "input": self.input,
             "settings": self.settings,
             "plan": self.plan.to_json(),
-            "done": {str(k): v for k, v in sorted(self.done.items())},
+            "done": {str(k): asdict(v) for k, v in sorted(self.done.items())},
         }
 
     @classmethod
@@ -81,7 +90,7 @@ class Manifest:
             data["settings"],
             data["version"],
             Plan.from_json(data["plan"]),
-            {int(k): v for k, v in data["done"].items()},
+            {int(k): DoneSegment(**v) for k, v in data["done"].items()},
         )
 
 
@@ -134,7 +143,7 @@ class JobFolder:
 
     def remove_strays(self, manifest: Manifest) -> None:
         """Files no finished segment names (temporary files of a killed run)."""
-        keep = {MANIFEST} | {entry["file"] for entry in manifest.done.values()}
+        keep = {MANIFEST} | {entry.file for entry in manifest.done.values()}
         for path in self.path.iterdir():
             if path.name not in keep:
                 path.unlink(missing_ok=True)

@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, field
 from vidup.config import VidupConfig
 from vidup.temporal.state import MotionAnalyser
 from vidup.video.describe import OutputDescription
-from vidup.video.reader import Position, Repairs, VideoInfo, VideoReader
+from vidup.video.timing import Position
+from vidup.video.repairs import Repairs
+from vidup.video.reader import VideoInfo, VideoReader
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ import numpy as np
 from vidup.config import OutputConfig
 from vidup.errors import JobError, OutputWriteError
 from vidup.video.describe import OutputDescription
-from vidup.video.writer import add_video_stream, format_for, os_error_text, output_frame
+from vidup.fsutil import commit, os_error_text, sync_and_close, temp_name, write_atomically
+from vidup.video.writer import add_video_stream, format_for, output_frame
 
 MAGIC = b"VIDUPSEG1\n"
 _RECORD = struct.Struct(">cQ")  # kind, payload length
@@ -98,21 +99,6 @@ class SegmentFile:
         )
 
 
-def write_atomically(path: Path, data: bytes, what: str) -> None:
-    """`data` into `path` via a hidden temporary file, synced and renamed: a kill leaves the old file or the new
-    one, never half of one. OS errors become an OutputWriteError naming `what`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputWriteError(f"writing {what} {path} failed: {os_error_text(exc)}") from None
-
-
 def file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -144,7 +130,7 @@ class SegmentEncoder:
         # The output container only sets the encoder's flags; nothing is muxed into it.
         self._container = av.open(io.BytesIO(), "w", format=format_for(Path("x" + suffix)))
         self._stream = add_video_stream(self._container, description, output, suffix)
-        self._tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        self._tmp = temp_name(path)
         self._digest = hashlib.sha256()  # of every byte written, so the manifest needs no second read
         try:
             self._file = open(self._tmp, "wb")
@@ -198,12 +184,10 @@ class SegmentEncoder:
             ).encode()
             self._write(_RECORD.pack(b"T", len(trailer)) + trailer + struct.pack(">Q", len(trailer)))
             try:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
-                os.replace(self._tmp, self.path)
+                sync_and_close(self._file)
             except OSError as exc:
                 raise OutputWriteError(f"writing the segment {self.path} failed: {os_error_text(exc)}") from None
+            commit(self._tmp, self.path, "segment")
         except BaseException:
             self.abort()
             raise

@@ -20,7 +20,8 @@ from vidup.jobs.segments import SegmentEncoder, SegmentFile
 from vidup.report import StageTimes
 from vidup.upscaler import Upscaler
 from vidup.video.describe import OutputDescription
-from vidup.video.reader import Position, VideoInfo, VideoReader
+from vidup.video.timing import Position
+from vidup.video.reader import VideoInfo, VideoReader
 
 
 @dataclass

@@ -36,7 +36,8 @@ from vidup.config import VidupConfig
 from vidup.device import choose_placement
 from vidup.engines.flux import latents as lat
 from vidup.engines.flux.components import FluxComponents, component_dtypes, encode_prompt
-from vidup.engines.flux.engine import FluxEngine, flux_velocity, make_conditioning
+from vidup.engines.flux.conditioning import flux_velocity, make_conditioning
+from vidup.engines.flux.engine import FluxEngine
 from vidup.engines.flux.latents import VaeCodec
 from vidup.engines.flux.memory import GIB, choose_memory_plan, free_device_memory, on_device, working_bytes
 from vidup.engines.flux.schedule import Schedules

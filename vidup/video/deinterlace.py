@@ -18,6 +18,8 @@ from typing import Iterator
 import av
 import av.error
 
+from vidup.video.timing import NOMINAL_RATE
+
 FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tff", 3: "bff", 4: "bff", 5: "tff"}  # display order
 
 
@@ -108,7 +110,7 @@ def detect_interlacing(frames: Iterator[av.VideoFrame], count: int) -> bool:
                 width=frame.width,
                 height=frame.height,
                 format=frame.format.name,
-                time_base=frame.time_base or Fraction(1, 25),
+                time_base=frame.time_base or 1 / NOMINAL_RATE,
             )
             idet = graph.add("idet")
             sink = graph.add("buffersink")

@@ -19,6 +19,7 @@ import numpy as np
 from vidup.errors import PipeFormatError
 from vidup.video.colour import FULL, LIMITED, Colour, frame_to_rgb, pixel_format_facts, rgb_to_frame, untagged_matrix
 from vidup.video.describe import SourceFormat
+from vidup.video.timing import nominal_rate
 
 MAX_HEADER = 1024
 _CHROMA = {
@@ -75,7 +76,7 @@ class StreamFormat:
             width=self.width,
             height=self.height,
             frame_rate=self.rate,
-            time_base=1 / self.rate if self.rate else Fraction(1, 25),
+            time_base=1 / nominal_rate(self.rate),
             pix_fmt=self.pix_fmt,
             colour=Colour(range=FULL if self.full_range else LIMITED),
             interlaced=False,

@@ -10,8 +10,7 @@ matrix and range. Frames lost to damage are counted by matching demuxed packet t
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -31,6 +30,8 @@ from vidup.errors import (
 from vidup.video.colour import Colour, HdrMetadata, frame_to_rgb
 from vidup.video.deinterlace import Deinterlacer, detect_interlacing, field_order_name, interlaced_from_flags
 from vidup.video.describe import SourceFormat
+from vidup.video.repairs import Repairs
+from vidup.video.timing import Position, nominal_rate
 
 if TYPE_CHECKING:
     from vidup.video.describe import OutputDescription
@@ -53,15 +54,10 @@ class StreamInfo:
 class VideoInfo:
     path: Path
     format: str
-    width: int
-    height: int
-    frame_rate: Fraction | None  # average rate; exact rational (30000/1001, not 29.97)
-    time_base: Fraction
     start_time: float  # seconds, of the first video frame (negative where a clock wrapped)
     duration: float | None  # seconds, when the container knows it
     duration_is_exact: bool  # True when it is the video stream's own duration, not the whole file's
     frame_count: int | None  # when the container knows it; never required
-    pix_fmt: str
     codec: str
     streams: tuple[StreamInfo, ...]
     video_index: int
@@ -70,10 +66,32 @@ class VideoInfo:
     tags: dict = field(default_factory=dict, compare=False)  # container metadata (title, comment, ...)
     chapters: tuple = field(default=(), compare=False)  # as PyAV gives them: dicts with start, end, time_base
 
+    # The decoded stream's facts live in `source`, once; these read them.
+    @property
+    def width(self) -> int:
+        return self.source.width
+
+    @property
+    def height(self) -> int:
+        return self.source.height
+
+    @property
+    def frame_rate(self) -> Fraction | None:
+        """The average rate; exact rational (30000/1001, not 29.97)."""
+        return self.source.frame_rate
+
+    @property
+    def time_base(self) -> Fraction:
+        return self.source.time_base
+
+    @property
+    def pix_fmt(self) -> str:
+        return self.source.pix_fmt
+
     @property
     def fps(self) -> float:
-        """The nominal frame rate for converting between times and frame indices (25 when unknown)."""
-        return float(self.frame_rate or 25)
+        """The nominal frame rate for converting between times and frame indices (`timing.nominal_rate`)."""
+        return float(nominal_rate(self.frame_rate))
 
     @property
     def rotation(self) -> int:
@@ -101,41 +119,6 @@ class Frame:
     @property
     def time(self) -> float | None:
         return None if self.pts is None else float(self.pts * self.time_base)
-
-
-@dataclass
-class Repairs:
-    """What was skipped, dropped or repaired to get through a damaged or odd clip. Every run reports these."""
-
-    damaged_packets: int = 0  # video packets flagged corrupt or undecodable, skipped (--on-decode-error skip)
-    read_errors: int = 0  # demuxer errors read past (--on-decode-error skip)
-    lost_frames: int = 0  # frames whose packets never decoded
-    repaired_timestamps: int = 0  # out-of-order or duplicate video timestamps nudged forward
-    resized_frames: int = 0  # frames of another size scaled to the first frame's
-    dropped_packets: int = 0  # audio, subtitle or data packets dropped (damaged, or refused by the muxer)
-    shifted_start: float = 0.0  # seconds added to every timestamp so no frame sits before zero
-    incomplete: str | None = None  # a truncation accepted under --on-decode-error skip
-
-    def any(self) -> bool:
-        return any(getattr(self, f.name) for f in fields(self))
-
-    def summary(self) -> str:
-        parts = []
-        for name, text in (
-            ("damaged_packets", "damaged video packets skipped"),
-            ("read_errors", "read errors skipped"),
-            ("lost_frames", "frames lost to damage"),
-            ("repaired_timestamps", "out-of-order or duplicate timestamps repaired"),
-            ("resized_frames", "frames of another size scaled to the first frame's"),
-            ("dropped_packets", "damaged or unmuxable audio/subtitle/data packets dropped"),
-        ):
-            if getattr(self, name):
-                parts.append(f"{getattr(self, name)} {text}")
-        if self.shifted_start:
-            parts.append(f"timestamps shifted by {self.shifted_start:+.3f} s so none is negative")
-        if self.incomplete:
-            parts.append(f"incomplete input: {self.incomplete}")
-        return "; ".join(parts)
 
 
 def _disposition_names(stream) -> tuple[str, ...]:
@@ -288,15 +271,10 @@ def probe(path: str | Path) -> VideoInfo:
         return VideoInfo(
             path=path,
             format=container.format.name,
-            width=first.width,
-            height=first.height,
-            frame_rate=rate,
-            time_base=time_base,
             start_time=start,
             duration=duration,
             duration_is_exact=exact,
             frame_count=stream.frames or None,
-            pix_fmt=first.format.name,
             codec=cc.name,
             streams=tuple(_stream_info(s) for s in container.streams),
             video_index=stream.index,
@@ -320,43 +298,6 @@ def sniff_interlacing(path: str | Path, info: VideoInfo, frames: int) -> bool:
             return False
     finally:
         container.close()
-
-
-# --- frame windows ------------------------------------------------------------------------------------------
-
-_TIME = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?)s?$")
-
-
-@dataclass(frozen=True)
-class Position:
-    """A point in a clip, given as a frame index or a time in seconds."""
-
-    frame: int | None = None
-    seconds: float | None = None
-
-    @classmethod
-    def parse(cls, text: str | int | None) -> "Position | None":
-        if text is None or text == "":
-            return None
-        value = str(text).strip()
-        if value.isdigit():
-            return cls(frame=int(value))
-        match = _TIME.match(value)
-        if not match or not (value.endswith("s") or ":" in value or "." in value):
-            raise ConfigError(f"'{text}' is neither a frame index (120) nor a time (4.8s, 1:02.5, 00:01:02.5)")
-        parts = [p for p in match.groups() if p is not None]
-        seconds = 0.0
-        for part in parts:
-            seconds = seconds * 60 + float(part)
-        return cls(seconds=seconds)
-
-    def seconds_at(self, rate: float) -> float:
-        return self.seconds if self.seconds is not None else self.frame / rate
-
-    def reached(self, index: int, seconds: float | None) -> bool:
-        if self.frame is not None:
-            return index >= self.frame
-        return seconds is not None and seconds >= self.seconds - 1e-6
 
 
 class VideoReader:

@@ -14,12 +14,10 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import logging
 import os
 import re
-import secrets
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -29,10 +27,13 @@ import av.error
 import numpy as np
 
 from vidup.config import CODECS, NVENC_PRESETS, OutputConfig
+from vidup.fsutil import commit, os_error_text, remove_stale_temps, temp_name
 from vidup.errors import OutputPathError, OutputWriteError, UnsupportedStreamError
 from vidup.video.colour import rgb_to_frame
 from vidup.video.describe import OutputDescription
-from vidup.video.reader import Repairs, StreamInfo, VideoInfo, open_input
+from vidup.video.repairs import Repairs
+from vidup.video.reader import StreamInfo, VideoInfo, open_input
+from vidup.video.timing import NOMINAL_RATE, nominal_rate
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def check_encoder(codec: str) -> None:
         return
     context = av.CodecContext.create(codec, "w")
     context.width = context.height = 256
-    context.pix_fmt, context.time_base = "yuv420p", Fraction(1, 25)
+    context.pix_fmt, context.time_base = "yuv420p", 1 / NOMINAL_RATE
     try:
         context.open()
     except (av.error.FFmpegError, OSError) as exc:
@@ -101,42 +102,6 @@ def format_for(path: Path) -> str:
         raise OutputPathError(
             f"unsupported output extension '{path.suffix}'; use one of {', '.join(FORMATS)}"
         ) from None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_parts(path: Path) -> list[Path]:
-    """Temporary files of earlier runs on `path` whose process is gone (a killed run): removed, and returned so the
-    caller can say so."""
-    removed = []
-    pattern = re.compile(rf"^\.{re.escape(path.stem)}\.(\d+)-[0-9a-f]+\.part{re.escape(path.suffix)}$")
-    for candidate in path.parent.glob(f".{path.stem}.*.part{path.suffix}"):
-        match = pattern.match(candidate.name)
-        if match and not _pid_alive(int(match.group(1))):
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate)
-    return removed
-
-
-def os_error_text(exc: BaseException) -> str:
-    code = getattr(exc, "errno", None)
-    if code == errno.ENOSPC:
-        return "the disk is full"
-    if code in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    if code == errno.EROFS:
-        return "the file system is read-only"
-    if code == errno.EIO:
-        return "an I/O error"
-    return str(exc) or exc.__class__.__name__
 
 
 def timecode_plus(timecode: str, seconds: float, rate: Fraction | None) -> str:
@@ -164,7 +129,7 @@ def add_video_stream(container, d: OutputDescription, output: OutputConfig, suff
     """The output video stream and its encoder, as the description says. Every encoder of a clip (the whole
     file's, each job segment's) is made here, so they all use identical settings."""
     try:
-        stream = container.add_stream(output.codec, rate=d.frame_rate or Fraction(25))
+        stream = container.add_stream(output.codec, rate=nominal_rate(d.frame_rate))
     except ValueError:
         raise UnsupportedStreamError(f"{suffix} files cannot hold {output.codec} video; use .mkv or .mov") from None
     stream.width, stream.height = d.width, d.height
@@ -258,9 +223,9 @@ class VideoWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputWriteError(f"cannot create the folder {self.path.parent}: {os_error_text(exc)}") from None
-        for stale in remove_stale_parts(self.path):
+        for stale in remove_stale_temps(self.path):
             self.notes.append(f"removed {stale.name}, left by an interrupted run")
-        self._tmp = self.path.parent / f".{self.path.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{self.path.suffix}"
+        self._tmp = temp_name(self.path)
         try:
             self._container = av.open(str(self._tmp), "w", format=self._format)
         except (OSError, av.error.FFmpegError) as exc:
@@ -480,13 +445,7 @@ class VideoWriter:
                 self._passthrough_in.close()
             if self.path.exists() and not self._overwrite:
                 raise OutputPathError(f"output {self.path} appeared while vidup was running; not replacing it")
-            umask = os.umask(0)
-            os.umask(umask)
-            try:
-                os.chmod(self._tmp, 0o666 & ~umask)  # hidden temporary files are 0600; outputs get the usual mode
-                os.replace(self._tmp, self.path)
-            except OSError as exc:
-                raise OutputWriteError(f"cannot move the finished file to {self.path}: {os_error_text(exc)}") from None
+            commit(self._tmp, self.path, "file", usual_mode=True)  # outputs get the usual mode, not the temp's 0600
         except BaseException:
             self.abort()
             raise

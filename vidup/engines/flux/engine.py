@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-import cv2
 import numpy as np
 import torch
 
@@ -27,11 +26,11 @@ from vidup.engines.sr import SREngine
 from vidup.engines.flux import latents as lat
 from vidup.engines.flux.cache import make_cache
 from vidup.engines.flux.components import FluxComponents, component_dtypes, encode_prompt, load_lora
+from vidup.engines.flux.conditioning import Conditioning, flux_velocity, make_conditioning
 from vidup.engines.flux.memory import MemoryPlan, Placer, choose_memory_plan, free_device_memory, working_bytes
-from vidup.engines.flux.noise import TransportedNoise, fresh_noise, keyframe_noise
 from vidup.engines.flux.sampler import Pin, Step, sample_euler, start
+from vidup.engines.flux.propagation import STAGES, FluxCarry, Propagator
 from vidup.engines.flux.schedule import Plan, Schedules, image_seq_len
-from vidup.steps import start_index
 from vidup.engines.flux.tiles import Tile, needs_tiles, plan_tiles, tiled_velocity
 from vidup.engines.flux.weights import (
     BASE_PARTS,
@@ -44,27 +43,14 @@ from vidup.engines.flux.weights import (
 from vidup.errors import ConfigError
 from vidup.pixels import from_unit
 from vidup.sizing import resize_rgb, round_up_to
-from vidup.temporal.flow import consistent_flow, upsample_flow
-from vidup.temporal.seeding import COLOR_FIXES
+from vidup.engines.anchor import COLOR_FIXES
 
 if TYPE_CHECKING:
     from vidup.config import VidupConfig
     from vidup.temporal.state import TemporalPrior
 
 log = logging.getLogger(__name__)
-STAGES = ("stage1", "stage2")
 FLUX_MULTIPLE = 16  # the VAE halves three times and the transformer takes 2x2 patches
-FULLY_TRUSTED = 1 - 1e-3  # confidence at or above this counts as fully trusted (feathering leaves 0.9999...)
-
-
-@dataclass
-class FluxCarry:
-    """What a FLUX frame hands the next frame of its shot: its stage-1 result (at the target size), the noise
-    fields transported with the flow, and how many propagated frames came since the keyframe."""
-
-    stage1: np.ndarray
-    noise: dict[str, TransportedNoise]
-    since_key: int
 
 
 @dataclass
@@ -76,84 +62,6 @@ class FluxStats:
     steps_by_kind: dict = field(default_factory=lambda: {"keyframe": 0, "propagated": 0})
     prompt_encodings: int = 0  # the text encoders run once per clip
     last_frame: dict = field(default_factory=dict)
-
-
-@dataclass
-class Conditioning:
-    """Everything a denoising step needs besides the latents and sigma, for one output size."""
-
-    tokens: torch.Tensor
-    pooled: torch.Tensor
-    txt_ids: torch.Tensor
-    img_ids: torch.Tensor
-    guidance: torch.Tensor | None
-    control_guidance: torch.Tensor | None = None  # the ControlNet's, where it embeds guidance and the base does not
-
-
-def make_conditioning(
-    tokens: torch.Tensor,
-    pooled: torch.Tensor,
-    latent_h: int,
-    latent_w: int,
-    device,
-    dtype,
-    guidance: float | None,
-    batch: int = 1,
-    control_guidance: float | None = None,
-) -> Conditioning:
-    """What the transformer takes besides the latents: prompt embeddings, position ids, the guidance value (for
-    guidance-distilled models, None otherwise; FLUX.1-schnell embeds none, while the ControlNet upscaler, trained on
-    FLUX.1-dev, still takes one)."""
-    tokens = tokens.to(device, dtype)
-    as_tensor = lambda value: None if value is None else torch.full([batch], value, device=device, dtype=torch.float32)  # noqa: E731
-    return Conditioning(
-        tokens=tokens,
-        pooled=pooled.to(device, dtype),
-        txt_ids=torch.zeros(tokens.shape[1], 3, device=device, dtype=dtype),
-        img_ids=lat.image_ids(latent_h, latent_w, device, dtype),
-        guidance=as_tensor(guidance),
-        control_guidance=as_tensor(control_guidance),
-    )
-
-
-def flux_velocity(
-    transformer, controlnet, cond: Conditioning, control: torch.Tensor | None = None, conditioning_scale: float = 1.0
-):
-    """velocity(x, sigma): the FLUX transformer (with the ControlNet's residuals when `control` is given) as the
-    pipelines call it. Inference and LoRA training both call the model through here."""
-    dtype = transformer.dtype
-    scale = conditioning_scale
-    control_guidance = None
-    if controlnet is not None and controlnet.config.guidance_embeds:
-        control_guidance = cond.control_guidance if cond.control_guidance is not None else cond.guidance
-
-    def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        hidden = x.to(dtype)
-        timestep = (sigma * 1000).expand(x.shape[0]).to(x.device, dtype) / 1000  # as the pipelines round it
-        common = dict(
-            timestep=timestep,
-            pooled_projections=cond.pooled,
-            encoder_hidden_states=cond.tokens,
-            txt_ids=cond.txt_ids,
-            img_ids=cond.img_ids,
-            return_dict=False,
-        )
-        residuals = {}
-        if control is not None:
-            blocks, singles = controlnet(
-                hidden_states=hidden,
-                controlnet_cond=control,
-                controlnet_mode=None,
-                conditioning_scale=scale,
-                guidance=control_guidance,
-                **common,
-            )
-            residuals = dict(
-                controlnet_block_samples=blocks, controlnet_single_block_samples=singles, controlnet_blocks_repeat=False
-            )
-        return transformer(hidden_states=hidden, guidance=cond.guidance, **common, **residuals)[0]
-
-    return velocity
 
 
 class FluxEngine:
@@ -187,6 +95,7 @@ class FluxEngine:
         self.components = components
         self.codec = lat.VaeCodec(components.vae)
         self.schedules = Schedules(components.scheduler_config, flux.resolution_shift)
+        self.propagator = Propagator(self.schedules, config.temporal, flux.seed)
         self._adapters = self._load_loras()
         self._active_adapters: tuple | None = None
         self.placer: Placer | None = None
@@ -380,73 +289,6 @@ class FluxEngine:
 
     # --- propagation ----------------------------------------------------------------------------------------
 
-    def propagation(
-        self,
-        steps: int,
-        strength: float,
-        hand_off_strength: float,
-        confidence: np.ndarray,
-        target: torch.Tensor,
-        noise: torch.Tensor,
-    ) -> tuple[Plan, Pin]:
-        """Differential diffusion from a confidence map at latent resolution: fully trusted elements are held on
-        the noised `target` down to the hand-off sigma, untrusted ones (below temporal.flux_min_cell_trust) are
-        never held (they start from the current frame at the keyframe's sigma), partly trusted ones are released
-        in between."""
-        h, w = target.shape[-2:]
-        trust = np.clip(confidence, 0.0, 1.0)
-        trust[trust >= FULLY_TRUSTED] = 1.0
-        trust[trust < self.config.temporal.flux_min_cell_trust] = 0.0
-        hand_off_strength = min(hand_off_strength, strength)
-        seq_len = (h // 2) * (w // 2)
-        plan = self.schedules.propagated(
-            steps,
-            strength,
-            hand_off_strength,
-            seq_len,
-            new_content=bool((trust < 1).any()),
-            new_content_steps=self.config.temporal.new_content_steps,
-        )
-        full = self.schedules.full(steps, seq_len)
-        sigma_key = float(full[start_index(steps, strength)])
-        release = sigma_key - trust * (sigma_key - plan.hand_off)
-        release[trust <= 0] = np.inf
-        release_map = torch.from_numpy(release.astype(np.float32))[None, None].expand(1, target.shape[1], h, w)
-        device = target.device
-        pin = Pin(
-            target=lat.pack(target.float()),
-            noise=lat.pack(noise.to(device, torch.float32)),
-            release=lat.pack(release_map.contiguous()).to(device),
-        )
-        return plan, pin
-
-    def _is_propagated(self, prior: "TemporalPrior | None") -> bool:
-        temporal = self.config.temporal
-        if prior is None or not temporal.enabled or not isinstance(prior.carry, FluxCarry):
-            return False
-        if temporal.keyframe_interval and prior.index_in_shot % temporal.keyframe_interval == 0:
-            return False
-        # One frame that the previous explains too little of (a missed cut, a flash) starts over.
-        return prior.flows.trusted_fraction >= temporal.flux_min_trusted
-
-    def _noise(self, shape, prior: "TemporalPrior | None", propagated: bool) -> tuple[dict, dict, int]:
-        """Per-stage noise for this frame, the transported fields to carry on, and propagated frames since the
-        last keyframe."""
-        seed, mode = self.flux.seed, self.config.temporal.flux_noise
-        if not propagated or mode == "fixed":
-            noises = {stage: keyframe_noise(shape, seed, i) for i, stage in enumerate(STAGES)}
-            return noises, {stage: TransportedNoise.start(n) for stage, n in noises.items()}, 0
-        since = prior.carry.since_key + 1
-        h, w = shape[-2:]
-        flow = upsample_flow(prior.flows.prev_to_cur, w, h)
-        visible = consistent_flow(prior.flows.prev_to_cur, prior.flows.cur_to_prev).astype(np.float32)
-        valid = cv2.resize(visible, (w, h), interpolation=cv2.INTER_AREA) > 0.5
-        fields = {
-            stage: prior.carry.noise[stage].advance(flow, valid, fresh_noise(shape, seed, i, since))
-            for i, stage in enumerate(STAGES)
-        }
-        return {stage: f.noise for stage, f in fields.items()}, fields, since
-
     # --- per frame ------------------------------------------------------------------------------------------
 
     def check_inputs(self, frame: np.ndarray, size: tuple[int, int]) -> None:
@@ -462,15 +304,12 @@ class FluxEngine:
             return resize_rgb(self._pre_upscaler.super_resolve(frame), *size)
         return resize_rgb(frame, *size)
 
-    def _latent_confidence(self, prior: "TemporalPrior", h: int, w: int) -> np.ndarray:
-        return cv2.resize(prior.flows.confidence.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
-
     @torch.inference_mode()
     def upscale(self, frame: np.ndarray, size: tuple[int, int], prior: "TemporalPrior | None" = None) -> EngineOutput:
         self.check_inputs(frame, size)
         self.place(size)
         flux, temporal = self.flux, self.config.temporal
-        propagated = self._is_propagated(prior)
+        propagated = self.propagator.is_propagated(prior)
         kind = "propagated" if propagated else "keyframe"
         self._activate(kind)
         anchor = COLOR_FIXES[temporal.color_fix if temporal.enabled else "none"]
@@ -488,14 +327,14 @@ class FluxEngine:
         z_init = self.codec.encode(init)
         h, w = z_init.shape[-2:]
         seq_len = image_seq_len(work[1], work[0], self.codec.scale_factor)
-        noises, fields, since = self._noise(z_init.shape, prior, propagated)
-        confidence = self._latent_confidence(prior, h, w) if propagated else None
+        noises, fields, since = self.propagator.noise(z_init.shape, prior, propagated)
+        confidence = self.propagator.latent_confidence(prior, h, w) if propagated else None
         t1 = time.perf_counter()
 
         # 1. img2img rebuilds structure; trusted content is held on the warped previous stage-1 result
         if propagated:
             target = self.codec.encode(to_work(prior.warp(prior.carry.stage1)))
-            plan, pin = self.propagation(
+            plan, pin = self.propagator.plan(
                 steps1, flux.strength, temporal.flux_strength, confidence, target, noises["stage1"]
             )
         else:
@@ -512,7 +351,7 @@ class FluxEngine:
         control = z_stage1 if flux.control_image == "stage1" else z_init
         if propagated:
             target = self.codec.encode(to_work(prior.warped_output))
-            plan, pin = self.propagation(
+            plan, pin = self.propagator.plan(
                 steps2, flux.stage2_strength, temporal.flux_stage2_strength, confidence, target, noises["stage2"]
             )
         else:
