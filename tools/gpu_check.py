@@ -438,6 +438,9 @@ def flux(s: Section, check: Check, jobs: list[tuple[str, str]]) -> None:
             tiles = engine.tiles(h, w) if hasattr(engine, "tiles") else None
             if tiles:
                 s.figure(f"{name}: tiles per step", len(tiles), "transformer calls")
+            if config.flux.cache != "none" and check.cuda:
+                syncs = loop_syncs(engine, frames[0], size)
+                s.figure(f"{name}: host syncs inside the sampling loop", syncs, "per step")
             if config.flux.cache != "none":
                 cache = row["cache"]
                 s.figure(
@@ -446,6 +449,37 @@ def flux(s: Section, check: Check, jobs: list[tuple[str, str]]) -> None:
                     "%",
                 )
     del engine
+
+
+def loop_syncs(engine, frame, size: str) -> float:
+    """Synchronizing CUDA calls per denoising step, counted by torch's sync debug mode between the step callbacks
+    of one keyframe: from a stage's first callback to its last (the VAE, the uploads before the loop and the copies
+    to the host after it are not counted)."""
+    import warnings
+
+    import torch
+
+    inside, counted, spans = [False], [0], [0]
+
+    def on_step(stage, info):
+        inside[0] = info.sigma_next > 0  # the last step ends the stage's loop
+        spans[0] += inside[0]
+
+    def count(message, *args, **kwargs):
+        counted[0] += inside[0] and "synchroniz" in str(message)
+
+    width, height = pixels(size, tuple)
+    engine.on_step, previous = on_step, torch.cuda.get_sync_debug_mode()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = count
+            torch.cuda.set_sync_debug_mode("warn")
+            engine.upscale(frame, (width, height))
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+        engine.on_step = None
+    return counted[0] / max(1, spans[0])
 
 
 def pixels(size: str, as_type=math.prod):

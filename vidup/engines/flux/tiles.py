@@ -103,15 +103,17 @@ def tiled_velocity(tiles: list[Tile], height: int, width: int, velocity_for: Vel
     """velocity(x, sigma) over packed whole-frame latents: each tile's prediction from `velocity_for(tile)`, made
     inside `region(index)` (a cache keeps per-tile state), blended by the tiles' weights."""
     denoisers = [velocity_for(t) for t in tiles]
+    on_device: dict = {}  # the weights, uploaded once per run: a host tensor moved every step would stall the host
 
     def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         whole = lat.unpack(x, height, width)
+        if x.device not in on_device:
+            on_device[x.device] = [tile.weight.to(x.device) for tile in tiles]
         out = torch.zeros_like(whole, dtype=torch.float32)
         total = torch.zeros_like(whole[:, :1], dtype=torch.float32)
-        for i, (tile, denoise) in enumerate(zip(tiles, denoisers)):
+        for i, (tile, denoise, weight) in enumerate(zip(tiles, denoisers, on_device[x.device])):
             with region(i):
                 v = denoise(lat.pack(whole[tile.window].contiguous()), sigma)
-            weight = tile.weight.to(out.device)
             out[tile.window] += lat.unpack(v.float(), tile.h, tile.w) * weight
             total[tile.window] += weight
         return lat.pack(out / total)
