@@ -29,6 +29,7 @@ def engines(backend_a: str, backend_b: str, **overrides):
     return made
 
 
+@pytest.mark.gpu
 @pytest.mark.slow
 def test_torch_frame_path_matches_the_opencv_path(sample_frames):
     """Each operation agrees within one code (1/255, the next test). A whole frame chains two rounded operations
@@ -57,6 +58,7 @@ def test_torch_frame_path_matches_the_opencv_path(sample_frames):
     assert max(d.max() for d in drift) <= 6 and max(d.mean() for d in drift) < 0.5
 
 
+@pytest.mark.gpu
 @pytest.mark.slow
 def test_torch_rectified_history_matches_the_opencv_path(sample_frames):
     """The twin rounds where the CPU path's 8-bit fixed point does. What is left: OpenCV's 8-bit Gaussian blur is
@@ -77,6 +79,7 @@ def test_torch_rectified_history_matches_the_opencv_path(sample_frames):
     assert ra.stages()[-1].name == rb.stages()[-1].name == "temporal blend"
 
 
+@pytest.mark.gpu
 def test_torch_blend_and_warp_match_opencv_on_one_step():
     import cv2
     import torch

@@ -296,7 +296,7 @@ def test_low_trust_cells_start_from_the_current_frame(tiny_flux):
     h, w = 6, 8
     generator = torch.Generator().manual_seed(5)
     target, clean, noise = (torch.randn(1, 16, h, w, generator=generator) for _ in range(3))
-    confidence = np.full((h, w), 0.3, np.float32)  # under temporal.flux_min_cell_trust (0.5)
+    confidence = np.full((h, w), 0.3, np.float32)  # under temporal.flux.min_cell_trust (0.5)
     confidence[:, :4] = 0.7  # over it: held, released between the keyframe's sigma and the hand-off
     plan, pin = engine.propagator.plan(8, 0.75, 0.4, confidence, target, noise)
     x0 = unpack(start(pack(clean), pack(noise), plan.sigmas, pin), h, w)
@@ -306,6 +306,7 @@ def test_low_trust_cells_start_from_the_current_frame(tiny_flux):
     assert torch.isinf(release[..., 4:]).all() and torch.isfinite(release[..., :4]).all()
 
 
+@pytest.mark.gpu
 def test_cached_sampling_reads_nothing_from_the_device_in_the_step_it_was_computed(tiny_flux, monkeypatch):
     """`.item()` or `if tensor` on a device value makes the host wait for the GPU queue at every step. The cache
     reads only its lagged readout (a host copy posted a step earlier)."""

@@ -64,6 +64,7 @@ def upscaler(config):
 # --- loading, dtypes, layout ----------------------------------------------------------------------------------
 
 
+@pytest.mark.gpu
 def test_every_component_is_in_the_placement_dtype(tiny_flux):
     engine = FluxEngine(flux_config(tiny_flux, precision="bf16"))
     assert engine.components.dtypes() == dict.fromkeys(
@@ -73,6 +74,7 @@ def test_every_component_is_in_the_placement_dtype(tiny_flux):
     assert out.shape == (48, 64, 3) and out.dtype == np.uint8
 
 
+@pytest.mark.gpu
 def test_fp16_never_reaches_t5():
     from vidup.engines.flux.components import component_dtypes
 
@@ -270,7 +272,7 @@ def test_transported_noise_stays_white_through_a_sub_pixel_pan():
 
 
 def test_seeding_propagates_with_fewer_steps_and_resets_at_cuts(tiny_flux):
-    config = flux_config(tiny_flux, **{"temporal.keyframe_interval": 3, "temporal.new_content_steps": 1})
+    config = flux_config(tiny_flux, **{"temporal.flux.keyframe_interval": 3, "temporal.flux.new_content_steps": 1})
     up = upscaler(config)
     records = []
     for frame in PAN[:5]:
@@ -308,7 +310,7 @@ def test_vae_encodes_per_frame(tiny_flux):
 def test_a_frame_the_flow_explains_too_little_of_is_a_keyframe(tiny_flux):
     seen = {}
     for min_trusted in (0.0, 0.99):
-        up = upscaler(flux_config(tiny_flux, **{"temporal.flux_min_trusted": min_trusted}))
+        up = upscaler(flux_config(tiny_flux, **{"temporal.flux.min_trusted": min_trusted}))
         records = []
         for frame in [pattern(0, 40, 30), np.roll(pattern(0, 40, 30), 1, axis=1)[:, ::-1]]:
             up.upscale_frame(np.ascontiguousarray(frame))
@@ -322,7 +324,7 @@ def test_a_propagated_frame_is_held_on_the_warped_previous_result(tiny_flux, mon
     frame comes out as the warped previous result (through the VAE), not as a fresh generation."""
     from vidup.pixels import from_unit
 
-    config = flux_config(tiny_flux, **{"temporal.color_fix": "none"})
+    config = flux_config(tiny_flux, **{"temporal.flux.color_fix": "none"})
     up = upscaler(config)
     engine = up.engine
     pins = []
@@ -542,7 +544,7 @@ def test_switching_adapters_per_frame_does_not_recompile(tiny_flux):
             "flux.loras": [str(tiny_flux["lora"])],
             "flux.compile": True,
             "flux.compile_backend": "vidup_counting_backend",
-            "temporal.keyframe_interval": 2,
+            "temporal.flux.keyframe_interval": 2,
         },
     )
     up = upscaler(config)
@@ -563,8 +565,8 @@ def test_switching_adapters_per_frame_does_not_recompile(tiny_flux):
     [
         {"flux.stage2_strength": 0.0},
         {"flux.strength": 0.0},
-        {"temporal.flux_strength": 0.0},
-        {"temporal.flux_stage2_strength": 0.0},
+        {"temporal.flux.strength": 0.0},
+        {"temporal.flux.stage2_strength": 0.0},
     ],
 )
 def test_settings_that_would_run_no_step_are_refused_before_loading(setting):

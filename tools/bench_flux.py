@@ -111,7 +111,7 @@ def bench(mode: str, sizes: list[str], frame_count: int, variants: list[str]) ->
     with tempfile.TemporaryDirectory() as tmp:
         paths = build(Path(tmp)) if mode == "cpu" else None
         for variant in variants:
-            overrides = {"quiet": True, "temporal.keyframe_interval": 3, **VARIANTS[variant]}
+            overrides = {"quiet": True, "temporal.flux.keyframe_interval": 3, **VARIANTS[variant]}
             if paths:
                 overrides |= {"flux.model": str(paths["base"]), "flux.controlnet": str(paths["controlnet"])}
             if mode == "cpu":

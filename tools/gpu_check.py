@@ -380,7 +380,7 @@ def flux(s: Section, check: Check, jobs: list[tuple[str, str]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = build(Path(tmp)) if check.tiny else None
         for i, (variant, size) in enumerate(jobs):
-            overrides = {"quiet": True, "temporal.keyframe_interval": 2, **bench_flux.VARIANTS[variant]}
+            overrides = {"quiet": True, "temporal.flux.keyframe_interval": 2, **bench_flux.VARIANTS[variant]}
             if check.tiny:
                 overrides |= {
                     "device": "cpu",

@@ -9,6 +9,11 @@ import click
 
 from vidup.version import __version__
 from vidup.config import (
+    ColourConfig,
+    DecodeErrors,
+    FluxInit,
+    Precision,
+    choices,
     CACHE_KINDS,
     CODECS,
     DEINTERLACE_MODES,
@@ -70,7 +75,7 @@ def engine_options(func):
         click.option("--size", help=f"Output size: long side ({D.size}, the default) or WxH. Rounded to even sides."),
         click.option("--scale", type=float, help="Output size as a factor of the input size (instead of --size)."),
         click.option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Compute precision."),
+        click.option("--precision", type=click.Choice(choices(Precision)), help="Compute precision."),
         click.option("--tile", type=int, help=f"SR tile size in input pixels ({D.sr.tile}; 0: whole frames)."),
         click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar."),
         click.option(
@@ -83,7 +88,7 @@ def engine_options(func):
         click.option("--controlnet", help="FLUX ControlNet upscaler: folder or cached repo id."),
         click.option("--lora", "loras", multiple=True, help="LoRA file or folder, as path[:scale]; repeatable."),
         click.option("--allow-download", is_flag=True, default=None, help="Let vidup fetch missing FLUX weights."),
-        click.option("--init", type=click.Choice(["lanczos", "sr"]), help="FLUX stage 0: Lanczos or the SR engine."),
+        click.option("--init", type=click.Choice(choices(FluxInit)), help="FLUX stage 0: Lanczos or the SR engine."),
         click.option("--strength", type=float, help=f"FLUX stage 1 img2img strength ({D.flux.strength})."),
         click.option("--steps", type=int, help=f"FLUX stage 1 steps ({D.flux.steps})."),
         click.option("--stage2-strength", type=float, help=f"FLUX stage 2 strength ({D.flux.stage2_strength})."),
@@ -204,7 +209,7 @@ def _engine_factory():
 @click.option("--overwrite", "-y", is_flag=True, default=None, help="Replace OUT if it exists.")
 @click.option(
     "--on-decode-error",
-    type=click.Choice(["fail", "skip"]),
+    type=click.Choice(choices(DecodeErrors)),
     help="On corrupt data midway: fail (default, no output) or skip the damaged packets.",
 )
 @click.option(
@@ -220,10 +225,10 @@ def _engine_factory():
     help="Anamorphic input: square pixels at the display aspect (the default).",
 )
 @click.option("--keep-sar", "pixel_aspect", flag_value="keep", help="Anamorphic input: keep its sample aspect ratio.")
-@click.option("--tonemap", type=click.Choice(["none", "sdr"]), help="HDR (PQ/HLG) to BT.709 SDR.")
+@click.option("--tonemap", type=click.Choice(choices(ColourConfig, "tonemap")), help="HDR (PQ/HLG) to BT.709 SDR.")
 @click.option(
     "--pq-working",
-    type=click.Choice(["code", "display"]),
+    type=click.Choice(choices(ColourConfig, "pq_working")),
     help="PQ sources: engines see PQ code values (default) or display-referred light.",
 )
 @click.option("--workers", type=int, help="Run segments on N workers of a local Ray cluster (vidup[scale]).")
@@ -352,7 +357,7 @@ def evaluate(output_path, reference, input_path, per_frame, as_json):
     help="Also train the feed-forward layers (attention q/k/v/out on both streams always).",
 )
 @click.option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), help="Compute precision.")
+@click.option("--precision", type=click.Choice(choices(Precision)), help="Compute precision.")
 @click.option("--resume", help="A checkpoint folder (OUT.train/checkpoints/step-N), or 'latest'.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="No progress bar.")
 def train_lora_command(data, output_path, config_file, resume, **flags):

@@ -9,14 +9,18 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from vidup.errors import ConfigError
 from vidup.sizing import SizeSpec
 from vidup.steps import denoising_steps
 
 ENGINE_NAMES = ("sr", "flux")  # the registry in vidup.engines.base holds exactly these
-DEINTERLACE_MODES = ("auto", "field", "frame", "off")
+# Choice fields are Literal types: the parser refuses anything else, naming the choices; the CLI offers the same.
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Deinterlace = Literal["auto", "field", "frame", "off"]
+DecodeErrors = Literal["fail", "skip"]
+DEINTERLACE_MODES = get_args(Deinterlace)
 CODECS = {
     # name -> (default pix_fmt, supports crf, supports preset)
     "libx264": ("yuv420p", True, True),
@@ -41,7 +45,7 @@ NVENC_PRESETS = {
     "veryslow": "p7",
     "placebo": "p7",
 }
-X26X_PRESETS = (
+X26xPreset = Literal[
     "ultrafast",
     "superfast",
     "veryfast",
@@ -52,7 +56,8 @@ X26X_PRESETS = (
     "slower",
     "veryslow",
     "placebo",
-)
+]
+X26X_PRESETS = get_args(X26xPreset)
 
 
 @dataclass
@@ -70,12 +75,20 @@ class SRConfig:
 SR_AUTO_BATCH_GPU = 8  # SR frames per network call on an accelerator when sr.batch is auto (input up to 1 Mpixel)
 
 
-OFFLOAD_MODES = ("auto", "none", "model", "sequential")
-CACHE_KINDS = ("none", "first-block", "taylorseer")
-FLUX_INITS = ("lanczos", "sr")
-CONTROL_IMAGES = ("stage1", "input")
-NOISE_MODES = ("transported", "fixed")
-RESOLUTION_SHIFTS = ("capped", "linear")
+OffloadMode = Literal["auto", "none", "model", "sequential"]
+CacheKind = Literal["none", "first-block", "taylorseer"]
+FluxInit = Literal["lanczos", "sr"]
+ControlImage = Literal["stage1", "input"]
+NoiseMode = Literal["transported", "fixed"]
+ResolutionShift = Literal["capped", "linear"]
+OFFLOAD_MODES, CACHE_KINDS, CONTROL_IMAGES = get_args(OffloadMode), get_args(CacheKind), get_args(ControlImage)
+
+
+def choices(annotation_or_class, field_name: str | None = None) -> tuple[str, ...]:
+    """The allowed values of a Literal type, or of a dataclass field annotated with one (for CLI choices)."""
+    if field_name is not None:
+        annotation_or_class = typing.get_type_hints(annotation_or_class)[field_name]
+    return get_args(annotation_or_class)
 
 
 @dataclass
@@ -86,7 +99,7 @@ class FluxConfig:
     controlnet: str = "jasperai/Flux.1-dev-Controlnet-Upscaler"
     loras: list[str] = field(default_factory=list)  # "path[:scale]", applied to both stages
     allow_download: bool = False  # fetch missing weights from the hub (never by default)
-    init: str = "lanczos"  # stage 0: lanczos (the paper) or sr (the feed-forward engine as pre-upscaler)
+    init: FluxInit = "lanczos"  # stage 0: lanczos (the paper) or sr (the feed-forward engine as pre-upscaler)
     prompt: str = "a sharp, detailed professional football broadcast, players in team kits, grass pitch, crowd"
     max_sequence_length: int = 512  # T5 tokens (FLUX.1-dev was trained with 512)
     seed: int = 0
@@ -94,12 +107,13 @@ class FluxConfig:
     steps: int = 28
     guidance: float = 3.5
     conditioning_scale: float = 0.6  # stage 2 ControlNet strength (the paper: 0.5-0.65)
-    control_image: str = "stage1"  # stage 2 control: the stage-1 result (the paper) or the input resized (the card)
+    # stage 2 control: the stage-1 result (the paper) or the input resized (the upscaler's model card)
+    control_image: ControlImage = "stage1"
     stage2_strength: float = 0.4
     stage2_steps: int = 28
     # Memory: auto picks from the device's free memory: none (every weight resident), model (text encoders leave
     # once the prompt is encoded; the denoising set stays resident), sequential (blocks stream in per step).
-    offload: str = "auto"
+    offload: OffloadMode = "auto"
     working_gib_per_mpix: float = 4.0  # planning margin for activations and the VAE per output megapixel
     reserve_gib: float = 2.0  # planning margin for the CUDA context, allocator slack and other processes
     # VAE tiles are each normalised on their own, so their seams stand still on screen (on grass); off by default.
@@ -112,8 +126,8 @@ class FluxConfig:
     tile_overlap: int = 256  # tiled denoising: least overlap between neighbouring tiles, output px
     # How the schedule's shift follows the frame size: capped (the token count is capped at the scheduler's
     # max_image_seq_len, so a strength means the same noise level above 1 MP) | linear (diffusers: it grows)
-    resolution_shift: str = "capped"
-    cache: str = "none"  # none | first-block | taylorseer: reuse transformer work between steps
+    resolution_shift: ResolutionShift = "capped"
+    cache: CacheKind = "none"  # none | first-block | taylorseer: reuse transformer work between steps
     # first-block: relative change of the first block's residual under which the next step is reused. 0.08 is the
     # FLUX default of ParaAttention's First Block Cache (diffusers' guide); higher trades detail for speed.
     cache_threshold: float = 0.08
@@ -130,7 +144,7 @@ class FluxConfig:
 class FlowConfig:
     """Optical flow on the input (DIS) and when a warped pixel is trusted: `MotionAnalyser` takes it whole."""
 
-    preset: str = "medium"  # DIS: ultrafast | fast | medium
+    preset: Literal["ultrafast", "fast", "medium"] = "medium"  # DIS
     max_side: int = 480  # flow (and cut analysis) on the input scaled to at most this long side (0: full size)
     # DIS refines down to the coarsest pyramid level that keeps at least this many px on the long side (0: the
     # preset's own finest level, half size for medium): small inputs get a full-resolution field
@@ -162,7 +176,7 @@ class HistoryConfig:
     at the per-frame level) | highpass (the first release's: the warped previous output's high frequencies replace
     the current's, bilinear; softens through a shot)."""
 
-    mode: str = "rectified"
+    mode: Literal["rectified", "highpass"] = "rectified"
     strength: float = 1.0  # highpass: share of the warped previous output's high frequencies taken
     sigma: float = 1.5  # highpass: Gaussian sigma (output px) splitting low from high frequencies (detail)
     # rectified: detail finer than this Gaussian sigma, in input px (scaled by the upscale factor, at least 1 output
@@ -176,6 +190,24 @@ class HistoryConfig:
 
 
 @dataclass
+class PropagationConfig:
+    """FLUX propagation (differential diffusion): trusted pixels stay pinned to the warped previous result, noised to
+    the current sigma, until the schedule falls below the hand-off strengths; untrusted pixels start at the
+    keyframe's. `Propagator` takes it whole."""
+
+    strength: float = 0.4  # stage 1 hand-off strength on propagated frames
+    stage2_strength: float = 0.25  # stage 2 hand-off strength on propagated frames
+    new_content_steps: int = 3  # steps from the keyframe strength down to the hand-off where content is new
+    noise: NoiseMode = "transported"  # transported (follows the flow, stays white) | fixed (screen-fixed)
+    keyframe_interval: int = 0  # also a keyframe every N frames of a shot (0: only at cuts)
+    min_trusted: float = 0.2  # a frame whose flow trusts less than this share is a keyframe
+    # latent cells trusted less than this start from the current frame, never the warped previous one (cells
+    # straddling an occlusion edge would begin from wrong content)
+    min_cell_trust: float = 0.5
+    color_fix: Literal["wavelet", "adain", "none"] = "wavelet"  # anchor outputs to the input's low frequencies
+
+
+@dataclass
 class TemporalConfig:
     """Seed each frame from the previous output, warped by optical flow; reset at cuts."""
 
@@ -183,28 +215,19 @@ class TemporalConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
     shots: ShotConfig = field(default_factory=ShotConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)  # the SR engine's
-    # FLUX propagation (differential diffusion): trusted pixels stay pinned to the warped previous result, noised to
-    # the current sigma, until the schedule falls below these strengths; untrusted pixels start at the keyframe's.
-    flux_strength: float = 0.4  # stage 1 hand-off strength on propagated frames
-    flux_stage2_strength: float = 0.25  # stage 2 hand-off strength on propagated frames
-    new_content_steps: int = 3  # steps from the keyframe strength down to the hand-off where content is new
-    flux_noise: str = "transported"  # transported (follows the flow, stays white) | fixed (screen-fixed)
-    keyframe_interval: int = 0  # FLUX: also a keyframe every N frames of a shot (0: only at cuts)
-    flux_min_trusted: float = 0.2  # FLUX: a frame whose flow trusts less than this share is a keyframe
-    # FLUX: latent cells trusted less than this start from the current frame, never the warped previous one (cells
-    # straddling an occlusion edge would begin from wrong content)
-    flux_min_cell_trust: float = 0.5
-    color_fix: str = "wavelet"  # FLUX: anchor outputs to the input's low frequencies: wavelet | adain | none
-    backend: str = "auto"  # SR frame path after the network: auto (torch on a GPU, OpenCV on the CPU) | torch | cv2
+    flux: PropagationConfig = field(default_factory=PropagationConfig)  # the FLUX engine's
+    # SR frame path after the network: auto (torch on a GPU, OpenCV on the CPU) | torch | cv2
+    backend: Literal["auto", "torch", "cv2"] = "auto"
 
 
 @dataclass
 class OutputConfig:
     codec: str = "libx264"
     crf: int | None = 18  # visually lossless for x264/x265; ignored by prores/ffv1
-    preset: str | None = "veryfast"
+    preset: X26xPreset | None = "veryfast"
     pix_fmt: str | None = None  # None: the source's bit depth and chroma, as far as the codec allows
-    pixel_aspect: str = "square"  # square: anamorphic input becomes square pixels at its display aspect; keep: SAR kept
+    # square: anamorphic input becomes square pixels at its display aspect; keep: its sample aspect ratio is kept
+    pixel_aspect: Literal["square", "keep"] = "square"
     # Encoder threads, fixed rather than the encoder's own choice (which follows the core count): x264's output
     # depends on its thread count, and segments encoded on different machines must concatenate byte-identically.
     threads: int = 4
@@ -214,8 +237,9 @@ class OutputConfig:
 class ColourConfig:
     """HDR handling. Engines see the source's code values unless told otherwise."""
 
-    tonemap: str = "none"  # none | sdr: HDR (PQ, HLG) converted to BT.709 SDR, with a warning
-    pq_working: str = "code"  # code | display: PQ sources run through the engines as PQ code values or display-referred
+    tonemap: Literal["none", "sdr"] = "none"  # none | sdr: HDR (PQ, HLG) converted to BT.709 SDR, with a warning
+    # PQ sources run through the engines as PQ code values (code) or as display-referred light (display)
+    pq_working: Literal["code", "display"] = "code"
     sdr_white_nits: float = 203.0  # reference white (ITU-R BT.2408): where SDR white sits in HDR
     hdr_peak_nits: float = 1000.0  # peak of the display-referred range (PQ working space and tone mapping)
 
@@ -248,12 +272,14 @@ class TrainConfig:
     seed: int = 0
     feed_forward: bool = False  # also train the feed-forward layers (attention q/k/v/out on both streams always)
     gradient_checkpointing: bool = True
-    optimizer: str = "auto"  # auto (8-bit AdamW with bitsandbytes on CUDA, else AdamW) | adamw | adamw8bit
+    optimizer: Literal["auto", "adamw", "adamw8bit"] = "auto"  # auto: 8-bit AdamW with bitsandbytes on CUDA, else AdamW
     weight_decay: float = 1e-4
     timestep_mean: float = 0.0  # logit-normal timestep sampling (then shifted as inference shifts at that size)
     timestep_std: float = 1.0
     default_caption: str = "a football broadcast frame, players in team kits on a grass pitch"
-    small_images: str = "upsample"  # images smaller than their bucket: upsample (with a warning) | refuse
+    small_images: Literal["upsample", "refuse"] = (
+        "upsample"  # images smaller than their bucket (upsample: with a warning)
+    )
     clip_frames: int = 40  # at most this many frames from each clip
     frames_per_shot: int = 4  # at most this many frames from each shot of a clip
     duplicate_threshold: float = 3.0  # mean grey difference (0-255, at 64 px) under which a frame repeats another
@@ -284,14 +310,14 @@ class VidupConfig:
     size: str | None = "1024"  # long side ("1024") or "WxH"; ignored when scale is set
     scale: float | None = None
     device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    precision: Precision = "auto"  # auto | fp32 | bf16 | fp16
     start: str | None = None  # first frame: a frame index ("120") or a time ("4.8s", "00:01:02.5")
     end: str | None = None  # end, exclusive, same forms
     overwrite: bool = False
     quiet: bool = False
-    on_decode_error: str = "fail"  # fail | skip: whether a corrupt packet midway stops the run
+    on_decode_error: DecodeErrors = "fail"  # fail | skip: whether a corrupt packet midway stops the run
     pipeline: bool = True  # overlap decoding, motion analysis, the engine and encoding in threads
-    deinterlace: str = "auto"  # auto (detect; field rate) | field (50p from 25i) | frame (25p from 25i) | off
+    deinterlace: Deinterlace = "auto"  # auto (detect; field rate) | field (50p from 25i) | frame (25p from 25i) | off
     idet_frames: int = 32  # frames idet looks at when a stream's field flags are unknown
     sr: SRConfig = field(default_factory=SRConfig)
     flux: FluxConfig = field(default_factory=FluxConfig)
@@ -324,18 +350,6 @@ class VidupConfig:
         if self.engine not in ENGINE_NAMES:
             raise ConfigError(f"unknown engine '{self.engine}'; available: {', '.join(ENGINE_NAMES)}")
         self.size_spec  # parses, raising ConfigError on nonsense
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got '{self.precision}'")
-        if self.on_decode_error not in ("fail", "skip"):
-            raise ConfigError(f"on_decode_error must be 'fail' or 'skip', got '{self.on_decode_error}'")
-        for name, value, allowed in (
-            ("deinterlace", self.deinterlace, DEINTERLACE_MODES),
-            ("output.pixel_aspect", self.output.pixel_aspect, ("square", "keep")),
-            ("colour.tonemap", self.colour.tonemap, ("none", "sdr")),
-            ("colour.pq_working", self.colour.pq_working, ("code", "display")),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")
         if not 1 <= self.colour.sdr_white_nits < self.colour.hdr_peak_nits <= 10000:
             raise ConfigError("colour.sdr_white_nits must be below colour.hdr_peak_nits, both within 1-10000 cd/m2")
         if self.idet_frames < 4:
@@ -344,16 +358,12 @@ class VidupConfig:
             raise ConfigError("sr.color_anchor_sigma must be > 0")
         if self.sr.batch != "auto" and not (str(self.sr.batch).isdigit() and int(self.sr.batch) >= 1):
             raise ConfigError(f"sr.batch must be auto or a whole number >= 1, got '{self.sr.batch}'")
-        if self.temporal.backend not in ("auto", "torch", "cv2"):
-            raise ConfigError(f"temporal.backend must be auto, torch or cv2, got '{self.temporal.backend}'")
         out = self.output
         if out.codec not in CODECS:
             raise ConfigError(f"codec must be one of {', '.join(CODECS)}, got '{out.codec}'")
         _, has_crf, has_preset = CODECS[out.codec]
         if out.crf is not None and has_crf and not 0 <= out.crf <= 51:
             raise ConfigError(f"crf must be between 0 and 51, got {out.crf}")
-        if out.preset is not None and has_preset and out.preset not in X26X_PRESETS:
-            raise ConfigError(f"preset must be one of {', '.join(X26X_PRESETS)}, got '{out.preset}'")
         if self.sr.tile and self.sr.tile < 32:
             raise ConfigError(f"sr.tile must be 0 (off) or at least 32, got {self.sr.tile}")
         if self.sr.tile_pad < 0:
@@ -393,33 +403,18 @@ class VidupConfig:
                 "train.alpha, train.lr and train.timestep_std must be > 0; train.validate_every and "
                 "train.validation_frames >= 0"
             )
-        for name, value, allowed in (
-            ("optimizer", t.optimizer, ("auto", "adamw", "adamw8bit")),
-            ("small_images", t.small_images, ("upsample", "refuse")),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"train.{name} must be one of {', '.join(allowed)}, got '{value}'")
 
     def _validate_temporal(self) -> None:
         t = self.temporal
-        flow, shots, history = t.flow, t.shots, t.history
-        checks = (
-            ("flow.preset", flow.preset, ("ultrafast", "fast", "medium")),
-            ("history.mode", history.mode, ("rectified", "highpass")),
-            ("flux_noise", t.flux_noise, NOISE_MODES),
-            ("color_fix", t.color_fix, ("wavelet", "adain", "none")),
-        )
-        for name, value, allowed in checks:
-            if value not in allowed:
-                raise ConfigError(f"temporal.{name} must be one of {', '.join(allowed)}, got '{value}'")
+        flow, shots, history, prop = t.flow, t.shots, t.history, t.flux
         for name, value in (
             ("history.strength", history.strength),
-            ("flux_strength", t.flux_strength),
-            ("flux_stage2_strength", t.flux_stage2_strength),
+            ("flux.strength", prop.strength),
+            ("flux.stage2_strength", prop.stage2_strength),
             ("flow.photometric_threshold", flow.photometric_threshold),
             ("shots.min_explained", shots.min_explained),
-            ("flux_min_trusted", t.flux_min_trusted),
-            ("flux_min_cell_trust", t.flux_min_cell_trust),
+            ("flux.min_trusted", prop.min_trusted),
+            ("flux.min_cell_trust", prop.min_cell_trust),
         ):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"temporal.{name} must be between 0 and 1, got {value}")
@@ -439,10 +434,10 @@ class VidupConfig:
             raise ConfigError("temporal.history.radius, reactive and sharpen must be >= 0, gain_max >= 1")
         if not 0.0 <= history.weight < 1.0:
             raise ConfigError("temporal.history.weight must be in [0, 1)")
-        if t.keyframe_interval < 0:
-            raise ConfigError("temporal.keyframe_interval must be 0 (keyframes only at cuts) or a frame count")
-        if t.new_content_steps < 1:
-            raise ConfigError("temporal.new_content_steps must be at least 1")
+        if prop.keyframe_interval < 0:
+            raise ConfigError("temporal.flux.keyframe_interval must be 0 (keyframes only at cuts) or a frame count")
+        if prop.new_content_steps < 1:
+            raise ConfigError("temporal.flux.new_content_steps must be at least 1")
 
     def _validate_flux(self) -> None:
         flux, temporal = self.flux, self.temporal
@@ -462,15 +457,6 @@ class VidupConfig:
         ):
             if not 1 <= steps <= 200:
                 raise ConfigError(f"flux.{name} must be between 1 and 200, got {steps}")
-        for name, value, allowed in (
-            ("offload", flux.offload, OFFLOAD_MODES),
-            ("cache", flux.cache, CACHE_KINDS),
-            ("init", flux.init, FLUX_INITS),
-            ("control_image", flux.control_image, CONTROL_IMAGES),
-            ("resolution_shift", flux.resolution_shift, RESOLUTION_SHIFTS),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"flux.{name} must be one of {', '.join(allowed)}, got '{value}'")
         if not 1 <= flux.max_sequence_length <= 512:
             raise ConfigError(f"flux.max_sequence_length must be between 1 and 512, got {flux.max_sequence_length}")
         if flux.taylorseer_interval < 1 or flux.taylorseer_warmup < 0:
@@ -495,11 +481,11 @@ class VidupConfig:
         if temporal.enabled:
             propagated_steps = flux.turbo_steps if flux.turbo_lora else None
             runs += [
-                ("flux.steps x temporal.flux_strength", propagated_steps or flux.steps, temporal.flux_strength),
+                ("flux.steps x temporal.flux.strength", propagated_steps or flux.steps, temporal.flux.strength),
                 (
-                    "flux.stage2_steps x temporal.flux_stage2_strength",
+                    "flux.stage2_steps x temporal.flux.stage2_strength",
                     propagated_steps or flux.stage2_steps,
-                    temporal.flux_stage2_strength,
+                    temporal.flux.stage2_strength,
                 ),
             ]
         for what, steps, strength in runs:
@@ -522,6 +508,11 @@ def parse_lora_spec(spec: str) -> tuple[str, float]:
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    if typing.get_origin(annotation) is Literal:
+        if value in get_args(annotation):
+            return value
+        choices = ", ".join(str(choice) for choice in get_args(annotation))
+        raise ConfigError(f"{where} must be one of {choices}, got {value!r}")
     if typing.get_origin(annotation) is list:
         items = value if isinstance(value, (list, tuple)) else [value]
         (item_type,) = typing.get_args(annotation)
@@ -532,6 +523,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     for candidate in hint:
         if candidate is type(None):
             continue
+        if typing.get_origin(candidate) is Literal:
+            return _coerce(value, candidate, where)
         if candidate is bool:
             if isinstance(value, bool):
                 return value

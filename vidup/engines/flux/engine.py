@@ -95,7 +95,7 @@ class FluxEngine:
         self.components = components
         self.codec = lat.VaeCodec(components.vae)
         self.schedules = Schedules(components.scheduler_config, flux.resolution_shift)
-        self.propagator = Propagator(self.schedules, config.temporal, flux.seed)
+        self.propagator = Propagator(self.schedules, config.temporal.flux, flux.seed, config.temporal.enabled)
         self._adapters = self._load_loras()
         self._active_adapters: tuple | None = None
         self.placer: Placer | None = None
@@ -312,7 +312,7 @@ class FluxEngine:
         propagated = self.propagator.is_propagated(prior)
         kind = "propagated" if propagated else "keyframe"
         self._activate(kind)
-        anchor = COLOR_FIXES[temporal.color_fix if temporal.enabled else "none"]
+        anchor = COLOR_FIXES[temporal.flux.color_fix if temporal.enabled else "none"]
         stats = self.stats
         steps_before, encodes_before = sum(stats.steps_run.values()), self.codec.encodes
         steps1 = flux.turbo_steps if propagated and self.turbo_file else flux.steps
@@ -335,7 +335,7 @@ class FluxEngine:
         if propagated:
             target = self.codec.encode(to_work(prior.warp(prior.carry.stage1)))
             plan, pin = self.propagator.plan(
-                steps1, flux.strength, temporal.flux_strength, confidence, target, noises["stage1"]
+                steps1, flux.strength, temporal.flux.strength, confidence, target, noises["stage1"]
             )
         else:
             plan, pin = self.schedules.keyframe(steps1, flux.strength, seq_len), None
@@ -352,7 +352,7 @@ class FluxEngine:
         if propagated:
             target = self.codec.encode(to_work(prior.warped_output))
             plan, pin = self.propagator.plan(
-                steps2, flux.stage2_strength, temporal.flux_stage2_strength, confidence, target, noises["stage2"]
+                steps2, flux.stage2_strength, temporal.flux.stage2_strength, confidence, target, noises["stage2"]
             )
         else:
             plan, pin = self.schedules.keyframe(steps2, flux.stage2_strength, seq_len), None

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from vidup.config import TemporalConfig
+from vidup.config import PropagationConfig
 from vidup.engines.flux import latents as lat
 from vidup.engines.flux.noise import TransportedNoise, fresh_noise, keyframe_noise
 from vidup.engines.flux.sampler import Pin
@@ -37,12 +37,14 @@ class FluxCarry:
 
 
 class Propagator:
-    """Decides and prepares propagated frames for one engine: its schedules, the temporal settings, the seed."""
+    """Decides and prepares propagated frames for one engine: its schedules, `[temporal.flux]`, the seed, and
+    whether temporal coherence is on at all."""
 
-    def __init__(self, schedules: Schedules, temporal: TemporalConfig, seed: int):
+    def __init__(self, schedules: Schedules, settings: PropagationConfig, seed: int, enabled: bool = True):
         self.schedules = schedules
-        self.temporal = temporal
+        self.settings = settings
         self.seed = seed
+        self.enabled = enabled
 
     def plan(
         self,
@@ -54,13 +56,13 @@ class Propagator:
         noise: torch.Tensor,
     ) -> tuple[Plan, Pin]:
         """Differential diffusion from a confidence map at latent resolution: fully trusted elements are held on
-        the noised `target` down to the hand-off sigma, untrusted ones (below temporal.flux_min_cell_trust) are
+        the noised `target` down to the hand-off sigma, untrusted ones (below temporal.flux.min_cell_trust) are
         never held (they start from the current frame at the keyframe's sigma), partly trusted ones are released
         in between."""
         h, w = target.shape[-2:]
         trust = np.clip(confidence, 0.0, 1.0)
         trust[trust >= FULLY_TRUSTED] = 1.0
-        trust[trust < self.temporal.flux_min_cell_trust] = 0.0
+        trust[trust < self.settings.min_cell_trust] = 0.0
         hand_off_strength = min(hand_off_strength, strength)
         seq_len = (h // 2) * (w // 2)
         plan = self.schedules.propagated(
@@ -69,7 +71,7 @@ class Propagator:
             hand_off_strength,
             seq_len,
             new_content=bool((trust < 1).any()),
-            new_content_steps=self.temporal.new_content_steps,
+            new_content_steps=self.settings.new_content_steps,
         )
         full = self.schedules.full(steps, seq_len)
         sigma_key = float(full[start_index(steps, strength)])
@@ -85,18 +87,18 @@ class Propagator:
         return plan, pin
 
     def is_propagated(self, prior: "TemporalPrior | None") -> bool:
-        temporal = self.temporal
-        if prior is None or not temporal.enabled or not isinstance(prior.carry, FluxCarry):
+        settings = self.settings
+        if prior is None or not self.enabled or not isinstance(prior.carry, FluxCarry):
             return False
-        if temporal.keyframe_interval and prior.index_in_shot % temporal.keyframe_interval == 0:
+        if settings.keyframe_interval and prior.index_in_shot % settings.keyframe_interval == 0:
             return False
         # One frame that the previous explains too little of (a missed cut, a flash) starts over.
-        return prior.flows.trusted_fraction >= temporal.flux_min_trusted
+        return prior.flows.trusted_fraction >= settings.min_trusted
 
     def noise(self, shape, prior: "TemporalPrior | None", propagated: bool) -> tuple[dict, dict, int]:
         """Per-stage noise for this frame, the transported fields to carry on, and propagated frames since the
         last keyframe."""
-        seed, mode = self.seed, self.temporal.flux_noise
+        seed, mode = self.seed, self.settings.noise
         if not propagated or mode == "fixed":
             noises = {stage: keyframe_noise(shape, seed, i) for i, stage in enumerate(STAGES)}
             return noises, {stage: TransportedNoise.start(n) for stage, n in noises.items()}, 0
