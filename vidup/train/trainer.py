@@ -41,13 +41,7 @@ from vidup.engines.flux.engine import FluxEngine
 from vidup.engines.flux.latents import VaeCodec
 from vidup.engines.flux.memory import GIB, choose_memory_plan, free_device_memory, on_device, working_bytes
 from vidup.engines.flux.schedule import Schedules
-from vidup.engines.flux.weights import (
-    BASE_PARTS,
-    BASE_PATTERNS,
-    CONTROLNET_PARTS,
-    CONTROLNET_PATTERNS,
-    resolve_model_dir,
-)
+from vidup.engines.flux.weights import resolve_base, resolve_controlnet
 from vidup.preview import Panel, choose_crops, render_sheet
 from vidup.progress import progress_bar
 from vidup.errors import CheckpointError, ConfigError, TrainingDataError
@@ -404,9 +398,7 @@ def train_lora(
     dataset = train_data.scan(data, t)
     placement = choose_placement(config.device, config.precision, cpu_bf16=False)
     optimizer_kind = choose_optimizer(t.optimizer, placement.device)
-    base_dir = resolve_model_dir(
-        flux.model, "FLUX base model", "--flux-model", BASE_PARTS, flux.allow_download, BASE_PATTERNS
-    )
+    base_dir = resolve_base(flux)
     meta = {
         "base_model": str(base_dir.resolve()),
         "rank": t.rank,
@@ -427,14 +419,7 @@ def train_lora(
                     f"{resume_path} was trained with {key} {resume_state.get(key)!r}, this run "
                     f"has {meta[key]!r}; resume with the same settings or start afresh"
                 )
-    controlnet_dir = resolve_model_dir(
-        flux.controlnet,
-        "FLUX ControlNet upscaler",
-        "--controlnet",
-        CONTROLNET_PARTS,
-        flux.allow_download,
-        CONTROLNET_PATTERNS,
-    )
+    controlnet_dir = resolve_controlnet(flux)
     items = train_data.sources(dataset, t, config.temporal.shots)
     if not items:
         raise TrainingDataError(f"{dataset.folder} yielded no training images")

@@ -32,14 +32,7 @@ from vidup.engines.flux.sampler import Pin, Step, sample_euler, start
 from vidup.engines.flux.propagation import STAGES, FluxCarry, Propagator
 from vidup.engines.flux.schedule import Plan, Schedules, image_seq_len
 from vidup.engines.flux.tiles import Tile, needs_tiles, plan_tiles, tiled_velocity
-from vidup.engines.flux.weights import (
-    BASE_PARTS,
-    BASE_PATTERNS,
-    CONTROLNET_PARTS,
-    CONTROLNET_PATTERNS,
-    resolve_lora,
-    resolve_model_dir,
-)
+from vidup.engines.flux.weights import resolve_base, resolve_controlnet, resolve_lora
 from vidup.errors import ConfigError
 from vidup.pixels import from_unit
 from vidup.sizing import resize_rgb, round_up_to
@@ -78,17 +71,7 @@ class FluxEngine:
         self.lora_files = [resolve_lora(spec, flux.allow_download) for spec in flux.loras]
         self.turbo_file = resolve_lora(flux.turbo_lora, flux.allow_download) if flux.turbo_lora else None
         if components is None:
-            base_dir = resolve_model_dir(
-                flux.model, "FLUX base model", "--flux-model", BASE_PARTS, flux.allow_download, BASE_PATTERNS
-            )
-            controlnet_dir = resolve_model_dir(
-                flux.controlnet,
-                "FLUX ControlNet upscaler",
-                "--controlnet",
-                CONTROLNET_PARTS,
-                flux.allow_download,
-                CONTROLNET_PATTERNS,
-            )
+            base_dir, controlnet_dir = resolve_base(flux), resolve_controlnet(flux)
             components = FluxComponents.load(
                 base_dir, controlnet_dir, component_dtypes(self.placement.dtype, self.placement.device)
             )

@@ -103,6 +103,25 @@ def resolve_model_dir(
     return _check_parts(Path(folder), parts, component, flag)
 
 
+def resolve_base(flux) -> Path:
+    """The FLUX base model folder `flux.model` names (`--flux-model`), checked for every component."""
+    return resolve_model_dir(
+        flux.model, "FLUX base model", "--flux-model", BASE_PARTS, flux.allow_download, BASE_PATTERNS
+    )
+
+
+def resolve_controlnet(flux) -> Path:
+    """The FLUX ControlNet upscaler folder `flux.controlnet` names (`--controlnet`)."""
+    return resolve_model_dir(
+        flux.controlnet,
+        "FLUX ControlNet upscaler",
+        "--controlnet",
+        CONTROLNET_PARTS,
+        flux.allow_download,
+        CONTROLNET_PATTERNS,
+    )
+
+
 def resolve_lora(spec: str, allow_download: bool) -> tuple[Path, float]:
     path_text, scale = parse_lora_spec(spec)
     path = Path(path_text).expanduser()
