@@ -412,3 +412,15 @@ def test_workers_without_ray_name_the_install_command(tmp_path, sample, monkeypa
     with pytest.raises(ConfigError, match=r"pip install 'vidup\[scale\]'"):
         upscale_video(sample, tmp_path / "out.mp4", job_config(**{"job.workers": 2}), engine_factory=NULL)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("size", [(2, 2), (1, 1)])
+def test_tiny_frames_go_through_the_job_path(tmp_path, size):
+    """DIS flow refuses frames under 12 px: the pre-pass decides their cuts without it, as the streaming path
+    does, instead of failing with an OpenCV error."""
+    clip = make_clip(tmp_path / "tiny.mkv", frames=6, size=size, codec="ffv1", audio=False)
+    report = upscale_video(clip, tmp_path / "out.mkv", job_config(size="64"), engine_factory=NULL)
+    assert report.frames == 6 and report.size == (64, 64)
+    assert any("too small for optical flow" in note for note in report.notes)
+    with av.open(str(tmp_path / "out.mkv")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 6

@@ -14,13 +14,13 @@ from vidup.backoff import with_backoff
 from vidup.config import VidupConfig
 from vidup.engines.base import load_engine, settle
 from vidup.engines.contract import Batched, Engine, EngineOutput
+from vidup.temporal.flow import MIN_FLOW_SIDE, flow_fits
 from vidup.temporal.state import Motion, TemporalTracker
 from vidup.video.colour import frame_to_rgb
 from vidup.video.describe import OutputDescription
 from vidup.video.hdr import DisplayReferredPQ, ToneMapToSdr
 
 log = logging.getLogger("vidup")
-MIN_FLOW_SIDE = 12  # DIS optical flow needs frames at least this big on each side
 
 
 class Upscaler:
@@ -84,7 +84,7 @@ class Upscaler:
         return with_backoff(call, self.engine, f"frame {self.frames_done}", self.warnings.append)
 
     def _check_flow_size(self, rgb: np.ndarray) -> None:
-        if self.temporal is not None and min(rgb.shape[:2]) < MIN_FLOW_SIDE:
+        if self.temporal is not None and not flow_fits(rgb):
             self.temporal = None
             self.notes.append(
                 f"frames of {rgb.shape[1]}x{rgb.shape[0]} are too small for optical flow "

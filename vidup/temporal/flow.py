@@ -15,6 +15,14 @@ import numpy as np
 
 from vidup.config import FlowConfig
 
+MIN_FLOW_SIDE = 12  # DIS optical flow needs frames at least this big on each side
+
+
+def flow_fits(frame: np.ndarray) -> bool:
+    """Whether optical flow can be computed on frames of this size (smaller ones have no motion, only cuts)."""
+    return min(frame.shape[:2]) >= MIN_FLOW_SIDE
+
+
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,

@@ -20,7 +20,7 @@ import numpy as np
 
 from vidup.config import FlowConfig, ShotConfig, TemporalConfig
 from vidup.pixels import to_8bit
-from vidup.temporal.flow import FlowEstimator, FlowPair, flow_pair, upsample_flow, warp
+from vidup.temporal.flow import FlowEstimator, FlowPair, flow_fits, flow_pair, upsample_flow, warp
 from vidup.temporal.shots import ShotDetector
 
 
@@ -109,7 +109,7 @@ class MotionAnalyser:
         frame = self._for_flow(to_8bit(frame))
         self._frame += 1
         previous, self._previous = self._previous, frame
-        comparable = previous is not None and previous.shape == frame.shape
+        comparable = previous is not None and previous.shape == frame.shape and flow_fits(frame)
         if self.declared_cuts is not None:
             if self._frame in self.declared_cuts or previous is None:
                 if self._frame:
@@ -145,7 +145,7 @@ class MotionAnalyser:
         local = threading.local()
 
         def pair(previous: np.ndarray, current: np.ndarray) -> FlowPair | None:
-            if previous.shape != current.shape:
+            if previous.shape != current.shape or not flow_fits(current):
                 return None
             if not hasattr(local, "estimator"):
                 local.estimator = FlowEstimator(self.estimator.preset, self.estimator.min_field_side)
