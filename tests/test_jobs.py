@@ -424,3 +424,48 @@ def test_tiny_frames_go_through_the_job_path(tmp_path, size):
     assert any("too small for optical flow" in note for note in report.notes)
     with av.open(str(tmp_path / "out.mkv")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 6
+
+
+HOLD_THE_LOCK = """
+import sys
+from pathlib import Path
+from vidup.fsutil import FileLock
+with FileLock(Path(sys.argv[1]), "test"):
+    print("locked", flush=True)
+    sys.stdin.read()  # holds the lock until killed
+"""
+
+
+def test_a_second_run_on_the_same_output_is_refused_and_a_dead_runs_lock_is_taken_over(tmp_path, sample):
+    from vidup.cli import main
+    from click.testing import CliRunner
+
+    out = tmp_path / "out.mp4"
+    lock = tmp_path / ".out.mp4.vidup.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"  # the other run holds it (no timing: it said so)
+        loaded = []
+
+        def factory(config):
+            loaded.append(1)
+            return NULL(config)
+
+        result = CliRunner().invoke(
+            main,
+            ["upscale", str(sample), str(out), "-q", "--size", "256", "--end", "10"],
+            obj={"engine_factory": factory},
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.stderr
+        assert f"another vidup (pid {holder.pid}) is working on {out}" in lines[0]
+        assert not loaded and not out.exists()
+    finally:
+        holder.kill()  # as a kill -9 would: the OS releases its lock, the file stays behind
+        holder.wait()
+    assert lock.exists()
+    report = upscale_video(sample, out, job_config(end="10"), engine_factory=NULL)
+    assert report.frames == 10 and out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]  # the taken-over lock is gone with the run

@@ -65,6 +65,10 @@ class JobError(VidupError):
     """A job's folder or its plan cannot be used (a damaged segment file, a worker that keeps dying)."""
 
 
+class JobLockedError(VidupError):
+    """Another vidup process is working on the same output (its job folder is locked)."""
+
+
 class EngineMemoryError(VidupError):
     """The engine ran out of memory and there was nothing left to shrink (tile, batch, VAE tiling, offload)."""
 

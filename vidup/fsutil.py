@@ -5,12 +5,13 @@ one, never half of one; temporary files of killed runs recognised and removed; O
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import secrets
 from pathlib import Path
 
-from vidup.errors import OutputWriteError
+from vidup.errors import JobLockedError, OutputWriteError
 
 
 def temp_name(path: Path) -> Path:
@@ -88,3 +89,45 @@ def write_atomically(path: Path, data: bytes, what: str) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputWriteError(f"writing {what} {path} failed: {os_error_text(exc)}") from None
+
+
+class FileLock:
+    """An OS lock (flock) on a hidden file, held while a run works on one output. The OS releases it when the
+    holder dies however it dies, so a killed run's lock is simply taken over; the file records the holder's pid for
+    the error a second run shows. Released and removed when the run ends."""
+
+    def __init__(self, path: Path, what: str):
+        self.path, self.what, self._file = path, what, None
+
+    def __enter__(self) -> "FileLock":
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            while True:
+                file = open(self.path, "a+")
+                try:
+                    fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    file.seek(0)
+                    holder = file.read().strip() or "unknown"
+                    file.close()
+                    raise JobLockedError(
+                        f"another vidup (pid {holder}) is working on {self.what}; wait for it to finish or stop it"
+                    ) from None
+                # a holder that finished removed the file after we opened it: lock the file that is there now
+                if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(file.fileno()).st_ino:
+                    break
+                file.close()
+            file.seek(0)
+            file.truncate()
+            file.write(str(os.getpid()))
+            file.flush()
+        except OSError as exc:
+            raise OutputWriteError(f"cannot lock {self.path}: {os_error_text(exc)}") from None
+        self._file = file
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self.path.unlink(missing_ok=True)  # while still holding it: nobody can have locked this file meanwhile
+            self._file.close()
+            self._file = None

@@ -14,7 +14,16 @@ from vidup.version import __version__
 from vidup.config import VidupConfig
 from vidup.engines.base import Engine, settle
 from vidup.errors import ConfigError, EngineMemoryError, JobError, OutputWriteError, TruncatedInputError
-from vidup.jobs.manifest import DoneSegment, JobFolder, Manifest, fingerprint, output_settings, why_not_resumable
+from vidup.fsutil import FileLock
+from vidup.jobs.manifest import (
+    DoneSegment,
+    JobFolder,
+    Manifest,
+    job_folder,
+    fingerprint,
+    output_settings,
+    why_not_resumable,
+)
 from vidup.jobs.plan import Plan, make_plan, repairs_from
 from vidup.jobs.assemble import assemble
 from vidup.jobs.segments import file_digest
@@ -116,101 +125,103 @@ def run_job(
     started = time.perf_counter()
     times = StageTimes()
 
-    # 2. Resume, or plan afresh.
-    folder = JobFolder(output_path)
-    notes: list[str] = list(trial.notes)  # stale temporary files it removed
-    input_print = fingerprint(input_path)
-    manifest = _open_manifest(folder, input_print, config, notes)
-    resumed = 0
-    if manifest is None:
-        plan = make_plan(info, description, config, start, end)
-        times.plan = plan.seconds
-        if plan.frames == 0:
-            raise ConfigError(
-                f"the selected range of {input_path} holds no frames (start={config.start}, end={config.end})"
-            )
-        folder.create()
-        manifest = Manifest(input_print, output_settings(config), __version__, plan)
-        folder.save(manifest)
-    else:
-        resumed = len(manifest.done)
-        _say(config, f"resuming: {resumed} of {len(manifest.plan.segments)} segments done")
-    plan = manifest.plan
-    repairs = repairs_from(plan)
-    if info.truncated:
-        repairs.incomplete = info.truncated
-    if info.start_time < 0:
-        repairs.shifted_start = -info.start_time
-    window = _window(plan, info, start, end, rate)
-    spec = JobSpec(input_path, info, description, config, output_path.suffix, (window[0] or 0.0) if window else 0.0)
-
-    # 3. The missing segments.
-    todo = [s for s in plan.segments if s.index not in manifest.done]
-    warnings: list[str] = []
-    results: list[SegmentResult] = []
-    ray_startup = None
-    done_frames = sum(entry.frames for entry in manifest.done.values())
-    with progress_bar(plan.frames, config.quiet, input_path.name) as bar:
-        bar.update(done_frames)
-
-        def finished(result: SegmentResult) -> None:
-            manifest.done[result.segment.index] = DoneSegment(
-                result.file.path.name, result.file.frames, result.file.sha256, result.settled
-            )
+    # 2. Resume, or plan afresh, holding the job's lock: a second run on the same output stops here, before any
+    #    model loads, and a killed run's lock is taken over.
+    with FileLock(job_folder(output_path).with_name(job_folder(output_path).name + ".lock"), str(output_path)):
+        folder = JobFolder(output_path)
+        notes: list[str] = list(trial.notes)  # stale temporary files it removed
+        input_print = fingerprint(input_path)
+        manifest = _open_manifest(folder, input_print, config, notes)
+        resumed = 0
+        if manifest is None:
+            plan = make_plan(info, description, config, start, end)
+            times.plan = plan.seconds
+            if plan.frames == 0:
+                raise ConfigError(
+                    f"the selected range of {input_path} holds no frames (start={config.start}, end={config.end})"
+                )
+            folder.create()
+            manifest = Manifest(input_print, output_settings(config), __version__, plan)
             folder.save(manifest)
-            results.append(result)
-            warnings.extend(result.warnings)
+        else:
+            resumed = len(manifest.done)
+            _say(config, f"resuming: {resumed} of {len(manifest.plan.segments)} segments done")
+        plan = manifest.plan
+        repairs = repairs_from(plan)
+        if info.truncated:
+            repairs.incomplete = info.truncated
+        if info.start_time < 0:
+            repairs.shifted_start = -info.start_time
+        window = _window(plan, info, start, end, rate)
+        spec = JobSpec(input_path, info, description, config, output_path.suffix, (window[0] or 0.0) if window else 0.0)
 
-        try:
-            if todo and (config.job.workers > 1 or config.job.ray_address):
-                ray_startup = run_on_ray(spec, todo, folder.path, engine_factory, bar.update, finished)
-            elif todo:
-                worker = SegmentWorker(config, engine, engine_factory)  # the model loads only after every check
-                for segment in todo:
-                    finished(worker.run(spec, segment, folder.path, on_frame=lambda: bar.update(1)))
-        except (OutputWriteError, EngineMemoryError) as exc:
-            raise type(exc)(
-                f"{exc}; {len(manifest.done)} of {len(plan.segments)} segments are done and kept in "
-                f"{folder.path}: rerun the same command to resume"
-            ) from None
-    for result in results:
-        for name in ("decode", "analysis", "engine", "encode"):
-            setattr(times, name, getattr(times, name) + getattr(result.times, name))
-    settled = _one_settlement(manifest, folder)
+        # 3. The missing segments.
+        todo = [s for s in plan.segments if s.index not in manifest.done]
+        warnings: list[str] = []
+        results: list[SegmentResult] = []
+        ray_startup = None
+        done_frames = sum(entry.frames for entry in manifest.done.values())
+        with progress_bar(plan.frames, config.quiet, input_path.name) as bar:
+            bar.update(done_frames)
 
-    # 4. Assembly: the segments' packets in order, the other streams copied once.
-    t0 = time.perf_counter()
-    writer = VideoWriter(
-        output_path,
-        description,
-        config.output,
-        source=info,
-        window=window,
-        overwrite=config.overwrite,
-        repairs=repairs,
-        timecode_offset=0.0 if start is None else start.seconds_at(rate),
-    )
-    with writer:
-        assemble(folder.path, plan, writer)
-    times.assemble = time.perf_counter() - t0
+            def finished(result: SegmentResult) -> None:
+                manifest.done[result.segment.index] = DoneSegment(
+                    result.file.path.name, result.file.frames, result.file.sha256, result.settled
+                )
+                folder.save(manifest)
+                results.append(result)
+                warnings.extend(result.warnings)
 
-    # 5. Done: the job folder goes.
-    folder.remove()
-    run_notes = dict.fromkeys((*description.notes, *notes, *writer.notes, *(n for r in results for n in r.notes)))
-    return RunReport(
-        output=output_path,
-        frames=plan.frames,
-        seconds=time.perf_counter() - started,
-        size=description.size,
-        packets_copied=writer.packets_copied,
-        times=times,
-        repairs=repairs,
-        notes=tuple(run_notes),
-        description=description,
-        warnings=tuple(dict.fromkeys(warnings)),
-        segments=len(plan.segments),
-        segments_run=len(results),
-        segments_resumed=resumed,
-        ray_startup=ray_startup,
-        settled=settled,
-    )
+            try:
+                if todo and (config.job.workers > 1 or config.job.ray_address):
+                    ray_startup = run_on_ray(spec, todo, folder.path, engine_factory, bar.update, finished)
+                elif todo:
+                    worker = SegmentWorker(config, engine, engine_factory)  # the model loads only after every check
+                    for segment in todo:
+                        finished(worker.run(spec, segment, folder.path, on_frame=lambda: bar.update(1)))
+            except (OutputWriteError, EngineMemoryError) as exc:
+                raise type(exc)(
+                    f"{exc}; {len(manifest.done)} of {len(plan.segments)} segments are done and kept in "
+                    f"{folder.path}: rerun the same command to resume"
+                ) from None
+        for result in results:
+            for name in ("decode", "analysis", "engine", "encode"):
+                setattr(times, name, getattr(times, name) + getattr(result.times, name))
+        settled = _one_settlement(manifest, folder)
+
+        # 4. Assembly: the segments' packets in order, the other streams copied once.
+        t0 = time.perf_counter()
+        writer = VideoWriter(
+            output_path,
+            description,
+            config.output,
+            source=info,
+            window=window,
+            overwrite=config.overwrite,
+            repairs=repairs,
+            timecode_offset=0.0 if start is None else start.seconds_at(rate),
+        )
+        with writer:
+            assemble(folder.path, plan, writer)
+        times.assemble = time.perf_counter() - t0
+
+        # 5. Done: the job folder goes.
+        folder.remove()
+        run_notes = dict.fromkeys((*description.notes, *notes, *writer.notes, *(n for r in results for n in r.notes)))
+        return RunReport(
+            output=output_path,
+            frames=plan.frames,
+            seconds=time.perf_counter() - started,
+            size=description.size,
+            packets_copied=writer.packets_copied,
+            times=times,
+            repairs=repairs,
+            notes=tuple(run_notes),
+            description=description,
+            warnings=tuple(dict.fromkeys(warnings)),
+            segments=len(plan.segments),
+            segments_run=len(results),
+            segments_resumed=resumed,
+            ray_startup=ray_startup,
+            settled=settled,
+        )
