@@ -11,13 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from vidup.config import load_config
 from vidup.engines.flux.engine import FluxEngine
 from vidup.engines.flux.latents import pack, unpack
 from vidup.engines.flux.sampler import noise_to, start
 from vidup.engines.flux.schedule import Schedules, image_seq_len
 from vidup.steps import start_index
 from vidup.engines.flux.tiles import model_calls_per_step, plan_tiles, tiled_velocity
+from flux_setup import flux_config
 from media import make_clip, pattern
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
@@ -25,21 +25,6 @@ from make_tiny_flux import SCHEDULER  # noqa: E402  (FLUX.1-dev's scheduler sett
 
 DEV_SCHEDULER = dict(SCHEDULER, num_train_timesteps=1000)
 FRAME = pattern(3, 40, 30)
-
-
-def flux_config(tiny_flux, **overrides):
-    values = {
-        "engine": "flux",
-        "flux.model": str(tiny_flux["base"]),
-        "flux.controlnet": str(tiny_flux["controlnet"]),
-        "flux.steps": 8,
-        "flux.stage2_steps": 8,
-        "flux.stage2_strength": 0.5,
-        "size": "64",
-        "quiet": True,
-    }
-    values.update(overrides)
-    return load_config(overrides=values)
 
 
 def tiled(tiny_flux, **overrides):

@@ -23,25 +23,11 @@ from vidup.engines.flux.schedule import Schedules, image_seq_len
 from vidup.steps import denoising_steps
 from vidup.errors import ConfigError, ModelNotFoundError
 from vidup.sizing import resize_rgb
+from flux_setup import flux_config
 from media import frame_times, make_clip, packets, pattern
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 GIB = 2**30
-
-
-def flux_config(tiny_flux, **overrides):
-    values = {
-        "engine": "flux",
-        "flux.model": str(tiny_flux["base"]),
-        "flux.controlnet": str(tiny_flux["controlnet"]),
-        "flux.steps": 8,
-        "flux.stage2_steps": 8,
-        "flux.stage2_strength": 0.5,
-        "size": "64",
-        "quiet": True,
-    }
-    values.update(overrides)
-    return load_config(overrides=values)
 
 
 @pytest.fixture(scope="session")
