@@ -155,6 +155,8 @@ def test_the_detail_split_follows_the_upscale_factor(sample, monkeypatch):
 
     assert HistoryBlend(input_sigma=0.75).detail_sigma(4) == 3.0
     assert HistoryBlend(input_sigma=0.75).detail_sigma(1.2) == 1.0
+    # proportionate at extreme factors: 16x16 to 8192x8192 would split at 384 px, a blur costing minutes a frame
+    assert HistoryBlend(input_sigma=0.75).detail_sigma(512) == HistoryBlend().max_sigma == 12.0
     seen = []
     original = seeding.rectified_blend
     monkeypatch.setattr(seeding, "rectified_blend", lambda *a, **k: seen.append(a[4]) or original(*a, **k))

@@ -182,6 +182,9 @@ class HistoryConfig:
     # rectified: detail finer than this Gaussian sigma, in input px (scaled by the upscale factor, at least 1 output
     # px), accumulates from history; coarser structure always comes from the current frame
     input_sigma: float = 0.75
+    # ...but at most this many output px: the blend's blurs cost in proportion to their sigma, and at extreme factors
+    # (16x16 to 8192x8192 is 512x: 384 px) a frame took minutes; from 16x up the split stays at 12 px
+    max_sigma: float = 12.0
     weight: float = 0.85  # rectified: largest share of the (clamped) history in a pixel
     radius: int = 2  # rectified: neighbourhood (2r+1)^2 output pixels whose colour range bounds the history
     reactive: float = 2.0  # rectified: history weight lost per unit of clamp distance (relative to the local range)
@@ -428,8 +431,8 @@ class VidupConfig:
             raise ConfigError(
                 "temporal.shots: threshold must be > 0, adaptive_ratio >= 1, window and min_shot_frames >= 1"
             )
-        if history.input_sigma <= 0 or history.sigma <= 0:
-            raise ConfigError("temporal.history.input_sigma and sigma must be > 0")
+        if history.input_sigma <= 0 or history.sigma <= 0 or history.max_sigma < 1:
+            raise ConfigError("temporal.history.input_sigma and sigma must be > 0, max_sigma >= 1")
         if history.radius < 0 or history.reactive < 0 or history.gain_max < 1 or history.sharpen < 0:
             raise ConfigError("temporal.history.radius, reactive and sharpen must be >= 0, gain_max >= 1")
         if not 0.0 <= history.weight < 1.0:

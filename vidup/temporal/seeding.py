@@ -32,7 +32,7 @@ class HistoryBlend(HistoryConfig):
     def detail_sigma(self, scale: float) -> float:
         """The rectified split in output px for an upscale by `scale`: the network invents detail finer than the
         input resolves (and that is what flickers); structure the input carries stays the current frame's."""
-        return max(1.0, self.input_sigma * scale)
+        return min(self.max_sigma, max(1.0, self.input_sigma * scale))
 
     @property
     def active(self) -> bool:
