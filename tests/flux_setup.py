@@ -1,5 +1,8 @@
 """The tiny FLUX checkpoint's config for the tests: small steps and sizes, the tiny components from disk."""
 
+from click.testing import CliRunner
+
+from vidup.cli import main
 from vidup.config import load_config
 
 
@@ -16,3 +19,9 @@ def flux_config(tiny_flux, **overrides):
     }
     values.update(overrides)
     return load_config(overrides=values)
+
+
+def flux_cli(tiny_flux, *args):
+    """`vidup upscale` with the flux engine on the tiny checkpoint, through the CLI; `args`: IN OUT and flags."""
+    base = ["upscale", *map(str, args), "--engine", "flux", "--flux-model", str(tiny_flux["base"]), "--controlnet"]
+    return CliRunner().invoke(main, [*base, str(tiny_flux["controlnet"])])

@@ -17,7 +17,7 @@ from vidup.engines.flux.sampler import noise_to, start
 from vidup.engines.flux.schedule import Schedules, image_seq_len
 from vidup.steps import start_index
 from vidup.engines.flux.tiles import model_calls_per_step, plan_tiles, tiled_velocity
-from flux_setup import flux_config
+from flux_setup import flux_cli, flux_config
 from media import make_clip, pattern
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
@@ -180,29 +180,9 @@ def test_first_block_cache_keeps_one_state_per_tile(tiny_flux):
 
 @pytest.mark.slow
 def test_2048x1152_runs_tiled_end_to_end(tiny_flux, tmp_path):
-    from vidup.cli import main
-
     clip = make_clip(tmp_path / "in.mp4", frames=2, size=(64, 36))
     out = tmp_path / "out.mp4"
-    result = CliRunner().invoke(
-        main,
-        [
-            "upscale",
-            str(clip),
-            str(out),
-            "--engine",
-            "flux",
-            "--size",
-            "2048x1152",
-            "--flux-model",
-            str(tiny_flux["base"]),
-            "--controlnet",
-            str(tiny_flux["controlnet"]),
-            "--steps",
-            "4",
-            "--quiet",
-        ],
-    )
+    result = flux_cli(tiny_flux, clip, out, "--size", "2048x1152", "--steps", "4", "--quiet")
     assert result.exit_code == 0, result.output
     with av.open(str(out)) as container:
         stream = container.streams.video[0]

@@ -12,7 +12,6 @@ import av
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from vidup.config import load_config
 from vidup.engines.flux.engine import FluxEngine
@@ -23,7 +22,7 @@ from vidup.engines.flux.schedule import Schedules, image_seq_len
 from vidup.steps import denoising_steps
 from vidup.errors import ConfigError, ModelNotFoundError
 from vidup.sizing import resize_rgb
-from flux_setup import flux_config
+from flux_setup import flux_cli, flux_config
 from media import frame_times, make_clip, packets, pattern
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
@@ -635,34 +634,10 @@ def test_prompt_is_encoded_once_per_clip(tiny_flux, tmp_path):
 
 
 def test_cli_end_to_end_on_a_ten_frame_clip_with_audio(tiny_flux, tmp_path):
-    from vidup.cli import main
-
     clip = make_clip(tmp_path / "in.mp4", frames=10, size=(40, 30))
     out = tmp_path / "out.mp4"
-    result = CliRunner().invoke(
-        main,
-        [
-            "upscale",
-            str(clip),
-            str(out),
-            "--engine",
-            "flux",
-            "--flux-model",
-            str(tiny_flux["base"]),
-            "--controlnet",
-            str(tiny_flux["controlnet"]),
-            "--steps",
-            "2",
-            "--stage2-steps",
-            "2",
-            "--size",
-            "64",
-            "--prompt",
-            "",
-            "--seed",
-            "3",
-            "-q",
-        ],
+    result = flux_cli(
+        tiny_flux, clip, out, "--steps", "2", "--stage2-steps", "2", "--size", "64", "--prompt", "", "--seed", "3", "-q"
     )
     assert result.exit_code == 0, result.output
     with av.open(str(out)) as c:

@@ -23,6 +23,11 @@ class Placement:
         return self.dtype != torch.float32
 
 
+def device_kind(device: str) -> str:
+    """The device's type without its index: cuda:0 and cuda:1 compute alike (what a job records and compares)."""
+    return str(device).split(":")[0]
+
+
 def cpu_has_fast_bf16() -> bool:
     # Without native bf16 instructions autocast is emulated and slower than fp32.
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())

@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 
 from vidup.config import ENGINE_NAMES, SETTLED_SETTINGS, SR_AUTO_BATCH_GPU, VidupConfig
-from vidup.device import choose_placement
+from vidup.device import choose_placement, device_kind
 from vidup.engines.contract import Engine
 from vidup.engines.sr import SREngine
 from vidup.errors import ConfigError
@@ -81,7 +81,7 @@ def settled_values(config: VidupConfig) -> dict[str, str]:
     """The settled settings of a config, device by type (cuda:0 and cuda:1 compute alike)."""
     flat = config.settings()
     values = {name: str(flat[name]) for name in SETTLED_SETTINGS}
-    values["device"] = values["device"].split(":")[0]
+    values["device"] = device_kind(values["device"])
     return values
 
 

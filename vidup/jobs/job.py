@@ -19,7 +19,7 @@ from vidup.jobs.manifest import (
     DoneSegment,
     JobFolder,
     Manifest,
-    job_folder,
+    lock_path,
     fingerprint,
     output_settings,
     why_not_resumable,
@@ -127,7 +127,7 @@ def run_job(
 
     # 2. Resume, or plan afresh, holding the job's lock: a second run on the same output stops here, before any
     #    model loads, and a killed run's lock is taken over.
-    with FileLock(job_folder(output_path).with_name(job_folder(output_path).name + ".lock"), str(output_path)):
+    with FileLock(lock_path(output_path), str(output_path)):
         folder = JobFolder(output_path)
         notes: list[str] = list(trial.notes)  # stale temporary files it removed
         input_print = fingerprint(input_path)

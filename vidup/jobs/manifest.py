@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vidup.version import __version__
 from vidup.config import RUN_ONLY_SETTINGS, VidupConfig
+from vidup.device import device_kind
 from vidup.errors import OutputWriteError
 from vidup.fsutil import os_error_text, write_atomically
 from vidup.jobs.plan import Plan
@@ -27,6 +28,11 @@ SAMPLE_BYTES = 1 << 20  # the fingerprint hashes this much of the input's head a
 
 def job_folder(output: Path) -> Path:
     return output.parent / f".{output.name}.vidup"
+
+
+def lock_path(output: Path) -> Path:
+    """The file whose OS lock a job holds for its life (beside the job folder, which a fresh start deletes)."""
+    return output.parent / f".{output.name}.vidup.lock"
 
 
 def fingerprint(path: Path) -> dict:
@@ -51,7 +57,7 @@ def output_settings(config: VidupConfig) -> dict:
     settings = {
         k: v for k, v in config.settings().items() if k not in RUN_ONLY_SETTINGS and not k.startswith(tuple(unused))
     }
-    settings["device"] = str(settings["device"]).split(":")[0]  # cuda:0 and cuda:1 compute alike
+    settings["device"] = device_kind(settings["device"])
     return settings
 
 

@@ -42,7 +42,7 @@ class LaggedReadout:
             self._host = torch.empty((), dtype=torch.float32, pin_memory=value.is_cuda)
         self._host.copy_(value.detach().float(), non_blocking=value.is_cuda)
         if value.is_cuda:
-            self._event = torch.cuda.Event()
+            self._event = self._event or torch.cuda.Event()  # re-recorded each step: one event per readout
             self._event.record()
         self._ready = True
 
